@@ -1,0 +1,4 @@
+from sop_llm.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The native API under /api/v1 (from the seed document)."""

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from sop_llm.api.deps import EmbeddingsDep
+from sop_llm.api.native.schemas import EmbeddingsBody, SimilarityBody
+from sop_llm.api.responses import json_response
+
+router = APIRouter(tags=["embeddings"])
+
+
+@router.post("/embeddings")
+async def embeddings(body: EmbeddingsBody, manager: EmbeddingsDep) -> Response:
+    result = await manager.embed(body.model, body.texts, body.input_type)
+    return json_response(
+        {
+            "model": result.model,
+            "embeddings": result.vectors,
+            "dimensions": int(result.vectors.shape[1]),
+            "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
+        }
+    )
+
+
+@router.post("/similarity")
+async def similarity(body: SimilarityBody, manager: EmbeddingsDep) -> Response:
+    if body.text1 is not None and body.text2 is not None:
+        model, score = await manager.similarity(body.model, body.text1, body.text2)
+        return json_response({"model": model, "similarity": score})
+    assert body.query is not None and body.candidates is not None
+    model, ranked = await manager.rank(body.model, body.query, body.candidates, body.top_k)
+    return json_response(
+        {
+            "model": model,
+            "results": [{"index": r.index, "text": body.candidates[r.index], "similarity": r.score} for r in ranked],
+        }
+    )

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from sop_llm import __version__
+from sop_llm.api.deps import ServicesDep
+from sop_llm.api.responses import json_response
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health(services: ServicesDep) -> Response:
+    """Liveness with component detail. Answers as soon as the process runs; models may still be loading."""
+    ready, states = services.ready()
+    return json_response(
+        {
+            "status": "ok",
+            "ready": ready,
+            "app": services.settings.app_name,
+            "version": __version__,
+            "environment": services.settings.environment,
+            "uptime_seconds": round(time.time() - services.started_at, 3),
+            "components": {
+                "models": states,
+                "cache": {"backend": services.cache.backend},
+            },
+        }
+    )
+
+
+@router.get("/health/ready")
+async def ready(services: ServicesDep) -> Response:
+    """200 when the startup models are loaded, else 503 with each model's state."""
+    is_ready, states = services.ready()
+    return json_response({"ready": is_ready, "models": states}, 200 if is_ready else 503)

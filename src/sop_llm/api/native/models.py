@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from sop_llm.api.deps import EmbeddingsDep, ServicesDep, UnifiedDep
+from sop_llm.api.disconnect import cancel_on_disconnect
+from sop_llm.api.errors import native_body
+from sop_llm.api.generation import open_stream
+from sop_llm.api.native.schemas import GenerateBody
+from sop_llm.api.responses import EventStreamResponse, json_response, sse_event
+from sop_llm.infra.errors import AppError, BadRequestError, ModelNotFoundError
+from sop_llm.providers.types import Chunk
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/models")
+async def list_models(services: ServicesDep) -> Response:
+    return json_response(
+        {
+            "default_model": services.settings.llm_default_model,
+            "default_embedding_model": services.settings.llm_default_embedding_model,
+            "models": services.unified.describe() + services.embeddings.describe(),
+        }
+    )
+
+
+@router.post("/models/generate")
+async def generate(body: GenerateBody, request: Request, unified: UnifiedDep) -> Response:
+    gen_request = body.to_request()
+    if body.stream:
+        model, chunks = await open_stream(request, unified, body.model, gen_request)
+        return EventStreamResponse(_native_events(model, chunks))
+    model, completion = await cancel_on_disconnect(request, unified.generate(body.model, gen_request))
+    usage = completion.usage
+    return json_response(
+        {
+            "model": model,
+            "text": completion.text,
+            "finish_reason": completion.finish_reason,
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+            },
+        }
+    )
+
+
+async def _native_events(model: str, chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:
+    """`event: token` per piece of text, then `event: done` with finish_reason and usage (or `event: error`)."""
+    try:
+        async for chunk in chunks:
+            if chunk.text:
+                yield sse_event({"text": chunk.text}, "token")
+            if chunk.finish_reason is not None:
+                usage = chunk.usage
+                yield sse_event(
+                    {
+                        "model": model,
+                        "finish_reason": chunk.finish_reason,
+                        "usage": None
+                        if usage is None
+                        else {
+                            "prompt_tokens": usage.prompt_tokens,
+                            "completion_tokens": usage.completion_tokens,
+                            "total_tokens": usage.total_tokens,
+                        },
+                    },
+                    "done",
+                )
+    except AppError as exc:
+        yield sse_event(native_body(exc), "error")
+
+
+@router.post("/models/{name}/load", status_code=202)
+async def load_model(name: str, services: ServicesDep, embeddings: EmbeddingsDep) -> Response:
+    target = _local_target(name, services)
+    if target == "embedding":
+        embeddings.load(name)
+    else:
+        services.llm.load(services.unified.resolve(name).name)
+    return json_response({"name": name, "state": "loading"}, 202)
+
+
+@router.post("/models/{name}/unload")
+async def unload_model(name: str, services: ServicesDep, embeddings: EmbeddingsDep) -> Response:
+    target = _local_target(name, services)
+    if target == "embedding":
+        await embeddings.unload(name)
+    else:
+        await services.llm.unload(services.unified.resolve(name).name)
+    return json_response({"name": name, "state": "unloaded"})
+
+
+def _local_target(name: str, services: ServicesDep) -> str:
+    if name in services.embeddings.names():
+        return "embedding"
+    try:
+        canonical = services.unified.resolve(name).name
+    except ModelNotFoundError:
+        raise ModelNotFoundError(f"no model named '{name}'", param="name") from None
+    if canonical not in services.llm:
+        raise BadRequestError(f"'{name}' is a remote model; only local models are loaded and unloaded")
+    return "generation"

@@ -1,0 +1,76 @@
+"""Request bodies of the native API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sop_llm.providers.types import ChatMessage, GenerationRequest, JsonMode
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class GenerateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="model name or alias; the default model when omitted")
+    prompt: str | None = Field(None, description="raw prompt (completion); give this or messages")
+    messages: list[Message] | None = Field(None, min_length=1)
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    stop: list[str] = Field(default_factory=list, max_length=8)
+    seed: int | None = None
+    stream: bool = False
+    json_schema: dict[str, Any] | None = Field(None, description="constrain the answer to this JSON schema")
+
+    @model_validator(mode="after")
+    def _prompt_or_messages(self) -> GenerateBody:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of `prompt` or `messages`")
+        return self
+
+    def to_request(self) -> GenerationRequest:
+        return GenerationRequest(
+            messages=[ChatMessage(m.role, m.content) for m in self.messages] if self.messages else None,
+            prompt=self.prompt,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=self.stop,
+            seed=self.seed,
+            json_mode=JsonMode(self.json_schema) if self.json_schema is not None else None,
+        )
+
+
+class EmbeddingsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    texts: list[str] = Field(min_length=1)
+    input_type: Literal["query", "passage"] | None = None
+
+
+class SimilarityBody(BaseModel):
+    """Either two texts (`text1`, `text2`) or a `query` against `candidates` with optional `top_k`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    text1: str | None = None
+    text2: str | None = None
+    query: str | None = None
+    candidates: list[str] | None = None
+    top_k: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SimilarityBody:
+        pair = self.text1 is not None and self.text2 is not None
+        ranked = self.query is not None and self.candidates is not None
+        if pair == ranked:
+            raise ValueError("give either `text1` and `text2`, or `query` and `candidates`")
+        return self

@@ -1,0 +1,112 @@
+"""POST /v1/chat/completions and POST /v1/completions."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from sop_llm.api.deps import UnifiedDep
+from sop_llm.api.disconnect import cancel_on_disconnect
+from sop_llm.api.generation import open_stream
+from sop_llm.api.openai.protocol import ChatCompletionRequest, CompletionRequest
+from sop_llm.api.openai.streaming import openai_events, usage_body
+from sop_llm.api.responses import EventStreamResponse, json_response
+from sop_llm.providers.types import Chunk, GenerationRequest
+
+router = APIRouter(tags=["openai"])
+
+
+def _chat_request(body: ChatCompletionRequest, default_max: int) -> GenerationRequest:
+    return GenerationRequest(
+        messages=[m.to_chat_message(i) for i, m in enumerate(body.messages)],
+        max_tokens=body.token_limit(default_max),
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=body.stops(),
+        seed=body.seed,
+        json_mode=body.response_format.to_json_mode() if body.response_format else None,
+        tools=body.tools,
+        tool_choice=body.tool_choice,
+    )
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request, unified: UnifiedDep) -> Response:
+    gen = _chat_request(body, unified.default_max_tokens)
+    created = int(time.time())
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    if body.stream:
+
+        def choice(chunk: Chunk | None) -> dict[str, Any]:
+            if chunk is None:
+                delta: dict[str, Any] = {"role": "assistant", "content": ""}
+                return {"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}
+            delta = {"content": chunk.text} if chunk.text else {}
+            return {"index": 0, "delta": delta, "finish_reason": chunk.finish_reason, "logprobs": None}
+
+        model, chunks = await open_stream(request, unified, body.model, gen)
+        base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+        return EventStreamResponse(openai_events(chunks, base, choice, body.include_usage))
+    model, completion = await cancel_on_disconnect(request, unified.generate(body.model, gen))
+    message: dict[str, Any] = {"role": "assistant", "content": completion.text, "refusal": None}
+    if completion.tool_calls:
+        message["tool_calls"] = completion.tool_calls
+    return json_response(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "message": message, "finish_reason": completion.finish_reason, "logprobs": None}],
+            "usage": usage_body(completion.usage),
+        }
+    )
+
+
+@router.post("/completions")
+async def completions(body: CompletionRequest, request: Request, unified: UnifiedDep) -> Response:
+    gen = GenerationRequest(
+        prompt=body.prompt_text(),
+        max_tokens=body.max_tokens or 16,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=body.stops(),
+        seed=body.seed,
+        json_mode=body.response_format.to_json_mode() if body.response_format else None,
+    )
+    created = int(time.time())
+    completion_id = f"cmpl-{uuid.uuid4().hex}"
+    if body.stream:
+
+        def choice(chunk: Chunk | None) -> dict[str, Any]:
+            if chunk is None:
+                return {}
+            return {"index": 0, "text": chunk.text, "finish_reason": chunk.finish_reason, "logprobs": None}
+
+        model, chunks = await open_stream(request, unified, body.model, gen)
+        base = {"id": completion_id, "object": "text_completion", "created": created, "model": model}
+        return EventStreamResponse(openai_events(chunks, base, choice, body.include_usage))
+    model, completion = await cancel_on_disconnect(request, unified.generate(body.model, gen))
+    return json_response(
+        {
+            "id": completion_id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "text": completion.text,
+                    "finish_reason": completion.finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": usage_body(completion.usage),
+        }
+    )

@@ -1,0 +1,43 @@
+"""POST /v1/embeddings: float lists or base64 little-endian float32 (the official SDK's default)."""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from sop_llm.api.deps import EmbeddingsDep
+from sop_llm.api.openai.protocol import EmbeddingRequest
+from sop_llm.api.responses import json_response
+from sop_llm.infra.errors import BadRequestError
+
+router = APIRouter(tags=["openai"])
+
+
+@router.post("/embeddings")
+async def embeddings(body: EmbeddingRequest, manager: EmbeddingsDep) -> Response:
+    model = manager.get(body.model)
+    result = await manager.embed(model.name, body.texts())
+    dims = int(result.vectors.shape[1])
+    if body.dimensions is not None and body.dimensions != dims:
+        raise BadRequestError(
+            f"model '{result.model}' produces {dims}-dimensional vectors and cannot shorten them; omit `dimensions`",
+            param="dimensions",
+        )
+    vectors = result.vectors.astype("<f4", copy=False)
+    if body.encoding_format == "base64":
+        data = [
+            {"object": "embedding", "index": i, "embedding": base64.b64encode(row.tobytes()).decode("ascii")}
+            for i, row in enumerate(vectors)
+        ]
+    else:
+        data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(vectors)]
+    return json_response(
+        {
+            "object": "list",
+            "data": data,
+            "model": result.model,
+            "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
+        }
+    )

@@ -1,0 +1,151 @@
+"""OpenAI wire models for requests. Unknown fields are tolerated (clients send many); known ones are checked."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sop_llm.infra.errors import BadRequestError, UnsupportedFeatureError
+from sop_llm.providers.types import ChatMessage, JsonMode
+
+
+class _Tolerant(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class ContentPart(_Tolerant):
+    type: str
+    text: str | None = None
+
+
+class Message(_Tolerant):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+    def to_chat_message(self, index: int) -> ChatMessage:
+        content = self.content
+        if isinstance(content, list):
+            texts = []
+            for part in content:
+                if part.type != "text" or part.text is None:
+                    raise UnsupportedFeatureError(
+                        f"messages[{index}].content: '{part.type}' parts are not supported; send text",
+                        param=f"messages[{index}].content",
+                    )
+                texts.append(part.text)
+            content = "".join(texts)
+        role = "system" if self.role == "developer" else self.role
+        return ChatMessage(role, content, self.name, self.tool_calls, self.tool_call_id)
+
+
+class JsonSchemaSpec(_Tolerant):
+    name: str = "response"
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Tolerant):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaSpec | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+
+    def to_json_mode(self) -> JsonMode | None:
+        if self.type == "text":
+            return None
+        if self.type == "json_schema":
+            if self.json_schema is None or self.json_schema.schema_ is None:
+                raise BadRequestError(
+                    "response_format.json_schema.schema is required when type is json_schema",
+                    param="response_format.json_schema",
+                )
+            return JsonMode(self.json_schema.schema_)
+        return JsonMode(self.schema_)  # json_object, optionally with the non-standard `schema`
+
+
+class StreamOptions(_Tolerant):
+    include_usage: bool = False
+
+
+class _SamplingBody(_Tolerant):
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _single_choice(self) -> _SamplingBody:
+        if self.n != 1:
+            raise ValueError("only n=1 is supported")
+        return self
+
+    def stops(self) -> list[str]:
+        if self.stop is None:
+            return []
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        if len(stops) > 4:
+            raise BadRequestError("stop: at most 4 sequences", param="stop")
+        return stops
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(_SamplingBody):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+
+    def token_limit(self, default: int) -> int:
+        return self.max_completion_tokens or self.max_tokens or default
+
+
+class CompletionRequest(_SamplingBody):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    response_format: ResponseFormat | None = None
+
+    def prompt_text(self) -> str:
+        prompt = self.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1 or not isinstance(prompt[0], str):
+                raise BadRequestError(
+                    "prompt: send one string (token arrays and batches of prompts are not supported)",
+                    param="prompt",
+                )
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise BadRequestError("prompt: send a string", param="prompt")
+        return prompt
+
+
+class EmbeddingRequest(_Tolerant):
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+
+    def texts(self) -> list[str]:
+        value = self.input
+        if isinstance(value, str):
+            return [value]
+        if value and all(isinstance(item, str) for item in value):
+            return [str(item) for item in value]
+        if not value:
+            raise BadRequestError("input must not be empty", param="input")
+        raise BadRequestError(
+            "input contains token ids; this server embeds text and cannot decode another model's tokens. "
+            "Send the text as a string or a list of strings (LangChain: "
+            "OpenAIEmbeddings(..., check_embedding_ctx_length=False))",
+            param="input",
+        )

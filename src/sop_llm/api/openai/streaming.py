@@ -1,0 +1,52 @@
+"""SSE framing for the OpenAI surface: `data: <json>` per chunk, errors as `data: {"error":…}`, then `[DONE]`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from sop_llm.api.errors import openai_body
+from sop_llm.api.responses import sse_event
+from sop_llm.infra.errors import AppError
+from sop_llm.providers.types import Chunk, Usage
+
+DONE = b"data: [DONE]\n\n"
+
+
+def usage_body(usage: Usage | None) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+async def openai_events(
+    chunks: AsyncIterator[Chunk],
+    base: dict[str, Any],
+    make_choice: Callable[[Chunk | None], dict[str, Any]],
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    """Frame provider chunks as OpenAI chunk objects.
+
+    `make_choice(None)` gives the opening choice (the chat role delta); `make_choice(chunk)` one per chunk.
+    With `include_usage`, every chunk has `usage: null` and one extra chunk with empty `choices` carries it.
+    """
+    extra: dict[str, Any] = {"usage": None} if include_usage else {}
+    usage: Usage | None = None
+    try:
+        opening = make_choice(None)
+        if opening:
+            yield sse_event({**base, "choices": [opening], **extra})
+        async for chunk in chunks:
+            if chunk.usage is not None:
+                usage = chunk.usage
+            if chunk.text or chunk.finish_reason is not None:
+                yield sse_event({**base, "choices": [make_choice(chunk)], **extra})
+        if include_usage:
+            yield sse_event({**base, "choices": [], "usage": usage_body(usage)})
+    except AppError as exc:
+        yield sse_event(openai_body(exc))
+    yield DONE

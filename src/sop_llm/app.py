@@ -1,0 +1,58 @@
+"""`create_app(settings)` builds the FastAPI app; its lifespan owns every resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from loguru import logger
+
+from sop_llm import __version__
+from sop_llm.api.errors import install_error_handlers
+from sop_llm.api.middleware import TraceMiddleware
+from sop_llm.api.native import embeddings as native_embeddings
+from sop_llm.api.native import health as native_health
+from sop_llm.api.native import models as native_models
+from sop_llm.api.openai import chat as openai_chat
+from sop_llm.api.openai import embeddings as openai_embeddings
+from sop_llm.api.openai import models as openai_models
+from sop_llm.infra.logging import setup_logging
+from sop_llm.infra.settings import Settings
+from sop_llm.services.container import build_services
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    setup_logging(settings)
+    services = build_services(settings)  # validates config files; raises ConfigError naming file and key
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services.start()
+        logger.info(
+            "{} {} serving; loading models in the background: {}",
+            settings.app_name,
+            __version__,
+            ", ".join(services.llm.default_names() + services.embeddings.default_names()) or "none",
+        )
+        try:
+            yield
+        finally:
+            await services.aclose()
+
+    app = FastAPI(
+        title=settings.app_name,
+        version=__version__,
+        debug=settings.debug,
+        lifespan=lifespan,
+        docs_url="/docs",
+    )
+    app.state.services = services
+    app.add_middleware(TraceMiddleware)
+    install_error_handlers(app)
+    for module in (native_health, native_models, native_embeddings):
+        app.include_router(module.router, prefix="/api/v1")
+    for module in (openai_chat, openai_embeddings, openai_models):
+        app.include_router(module.router, prefix="/v1")
+    return app

@@ -1,0 +1,1 @@
+"""Infrastructure: settings, configuration files, logging, errors, cache, trace context."""

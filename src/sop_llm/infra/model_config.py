@@ -1,0 +1,115 @@
+"""The YAML definitions of models, embedding models and providers, validated at startup.
+
+Errors name the file and the key, e.g. `config/models.yaml: models.smollm2.provider: ...`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(Exception):
+    """A configuration file is missing or invalid; the message names the file and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConfig(_Strict):
+    type: str = Field(description="registered provider type, e.g. llamacpp, sentence_transformers")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(_Strict):
+    provider: str
+    model: str = Field(description="provider-specific id: embedded:<name>, a local path, or a hub id")
+    aliases: list[str] = Field(default_factory=list)
+    load_on_startup: bool = True
+    context_length: int = Field(2048, ge=64)
+    instances: int = Field(1, ge=1, le=16, description="independent model instances serving requests")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class EmbeddingModelConfig(_Strict):
+    provider: str
+    model: str
+    aliases: list[str] = Field(default_factory=list)
+    load_on_startup: bool = True
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    default_input_type: Literal["query", "passage"] = "passage"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ServiceConfig(_Strict):
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelConfig]
+    embeddings: dict[str, EmbeddingModelConfig]
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found (set CONFIG_DIR to the folder holding it)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def _section(path: Path, key: str, schema: type[BaseModel]) -> dict[str, Any]:
+    data = _read_yaml(path)
+    unknown = set(data) - {key}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}; expected only '{key}'")
+    entries = data.get(key) or {}
+    if not isinstance(entries, dict):
+        raise ConfigError(f"{path}: {key}: must be a mapping of name -> definition")
+    parsed: dict[str, Any] = {}
+    for name, body in entries.items():
+        try:
+            parsed[str(name)] = schema.model_validate(body or {})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in (key, name, *first["loc"]))
+            raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+    return parsed
+
+
+def load_service_config(config_dir: Path, known_provider_types: set[str]) -> ServiceConfig:
+    providers_path = config_dir / "providers.yaml"
+    models_path = config_dir / "models.yaml"
+    embeddings_path = config_dir / "embeddings.yaml"
+    providers = _section(providers_path, "providers", ProviderConfig)
+    models = _section(models_path, "models", ModelConfig)
+    embeddings = _section(embeddings_path, "embeddings", EmbeddingModelConfig)
+
+    for name, provider in providers.items():
+        if provider.type not in known_provider_types:
+            raise ConfigError(
+                f"{providers_path}: providers.{name}.type: unknown provider type '{provider.type}'; "
+                f"known: {sorted(known_provider_types)}"
+            )
+    seen_names: dict[str, str] = {}
+    for path, section, entries in (
+        (models_path, "models", models),
+        (embeddings_path, "embeddings", embeddings),
+    ):
+        for name, entry in entries.items():
+            if entry.provider not in providers:
+                raise ConfigError(
+                    f"{path}: {section}.{name}.provider: '{entry.provider}' is not defined in "
+                    f"{providers_path} (defined: {sorted(providers)})"
+                )
+            for label in (name, *entry.aliases):
+                if label in seen_names and section == seen_names[label].split(".")[0]:
+                    raise ConfigError(f"{path}: {section}.{name}: name or alias '{label}' is used twice")
+                seen_names[label] = f"{section}.{name}"
+    return ServiceConfig(providers=providers, models=models, embeddings=embeddings)

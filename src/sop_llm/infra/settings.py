@@ -1,0 +1,68 @@
+"""Typed settings read once from the environment and `.env` (names follow the seed document)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    app_name: str = Field("SOP LLM Service", alias="APP_NAME")
+    environment: Literal["development", "staging", "production"] = Field("development", alias="ENVIRONMENT")
+    debug: bool = Field(False, alias="DEBUG")
+
+    server_host: str = Field("0.0.0.0", alias="SERVER_HOST")
+    server_port: int = Field(8023, ge=1, le=65535, alias="SERVER_PORT")
+    server_workers: int = Field(1, ge=1, alias="SERVER_WORKERS")
+
+    config_dir: Path = Field(Path("config"), alias="CONFIG_DIR")
+
+    redis_host: str = Field("localhost", alias="REDIS_HOST")
+    redis_port: int = Field(6379, alias="REDIS_PORT")
+    redis_password: str | None = Field(None, alias="REDIS_PASSWORD")
+    redis_url: str | None = Field(None, alias="REDIS_URL")
+    database_url: str | None = Field(None, alias="DATABASE_URL")
+    broker_url: str | None = Field(None, alias="BROKER_URL")
+    anthropic_api_key: str | None = Field(None, alias="ANTHROPIC_API_KEY", repr=False)
+
+    llm_default_model: str = Field("smollm2-135m", alias="LLM_DEFAULT_MODEL")
+    llm_max_tokens_per_request: int = Field(2048, ge=1, alias="LLM_MAX_TOKENS_PER_REQUEST")
+    llm_max_concurrent_requests: int = Field(5, ge=1, alias="LLM_MAX_CONCURRENT_REQUESTS")
+    llm_max_queued_requests: int = Field(64, ge=0, alias="LLM_MAX_QUEUED_REQUESTS")
+    llm_memory_threshold: float = Field(90.0, gt=0, le=100, alias="LLM_MEMORY_THRESHOLD")
+    llm_max_prompt_chars: int = Field(32_000, ge=1, alias="LLM_MAX_PROMPT_CHARS")
+    llm_request_timeout: float = Field(300.0, gt=0, alias="LLM_REQUEST_TIMEOUT")
+
+    llm_default_embedding_model: str = Field("all-minilm-l6-v2", alias="LLM_DEFAULT_EMBEDDING_MODEL")
+    embedding_batch_size: int = Field(64, ge=1, alias="EMBEDDING_BATCH_SIZE")
+    embedding_batch_wait_ms: float = Field(2.0, ge=0, alias="EMBEDDING_BATCH_WAIT_MS")
+    embedding_max_inputs: int = Field(2048, ge=1, alias="EMBEDDING_MAX_INPUTS")
+    embedding_max_queue: int = Field(8192, ge=1, alias="EMBEDDING_MAX_QUEUE")
+
+    cache_ttl_seconds: int = Field(3600, ge=1, alias="CACHE_TTL_SECONDS")
+    cache_max_items: int = Field(100_000, ge=1, alias="CACHE_MAX_ITEMS")
+
+    json_fixer_enabled: bool = Field(True, alias="JSON_FIXER_ENABLED")
+    json_fixer_model: str = Field("smollm2-135m", alias="JSON_FIXER_MODEL")
+
+    log_level: str = Field("INFO", alias="LOG_LEVEL")
+    log_format: Literal["auto", "human", "json"] = Field("auto", alias="LOG_FORMAT")
+    log_file: Path | None = Field(None, alias="LOG_FILE")
+    log_access: bool = Field(False, alias="LOG_ACCESS")
+
+    @model_validator(mode="after")
+    def _fixer_needs_a_model(self) -> Settings:
+        if self.json_fixer_enabled and not self.json_fixer_model:
+            raise ValueError("JSON_FIXER_MODEL must name a model when JSON_FIXER_ENABLED is true")
+        return self
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format == "auto":
+            return self.environment == "production"
+        return self.log_format == "json"

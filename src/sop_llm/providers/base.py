@@ -1,0 +1,77 @@
+"""The provider contracts: one small async interface for generation and one for embeddings."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, ClassVar
+
+from sop_llm.providers.types import Capability, Chunk, Completion, GenerationRequest, Health
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from sop_llm.infra.model_config import EmbeddingModelConfig, ModelConfig, ProviderConfig
+
+
+class GenerationProvider(ABC):
+    """Serves one configured model. Local providers load weights in `load()`; remote ones open clients."""
+
+    capabilities: ClassVar[frozenset[Capability]]
+    local: ClassVar[bool] = False
+
+    def __init__(self, name: str, model: ModelConfig, provider: ProviderConfig) -> None:
+        self.name = name
+        self.model_config = model
+        self.provider_config = provider
+
+    async def load(self) -> None:  # noqa: B027 - providers without a load step keep the default
+        """Load weights or open connections. Runs in the background at startup or on request."""
+
+    @abstractmethod
+    async def generate(self, request: GenerationRequest) -> Completion: ...
+
+    @abstractmethod
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]: ...
+
+    @abstractmethod
+    async def health(self) -> Health: ...
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Release weights, threads and connections."""
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+
+class EmbeddingProvider(ABC):
+    """Encodes batches of texts into L2-normalised float32 vectors."""
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.EMBEDDINGS})
+
+    def __init__(self, name: str, model: EmbeddingModelConfig, provider: ProviderConfig) -> None:
+        self.name = name
+        self.model_config = model
+        self.provider_config = provider
+
+    @property
+    @abstractmethod
+    def dimensions(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def max_input_tokens(self) -> int: ...
+
+    @abstractmethod
+    def load_blocking(self) -> None:
+        """Load the model; called in a worker thread."""
+
+    @abstractmethod
+    def encode_blocking(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Encode texts in one batch; returns (vectors [n, dims] float32 normalised, token counts).
+
+        Called in a worker thread, never concurrently with itself.
+        """
+
+    def close_blocking(self) -> None:  # noqa: B027
+        """Release the model."""

@@ -1,0 +1,252 @@
+"""`llamacpp`: GGUF models in-process through llama-cpp-python (the embedded default is SmolLM2-135M).
+
+A llama.cpp instance is not thread-safe, so each generation takes one instance from a small pool
+(`instances:` in models.yaml, default 1) and returns it only when its worker thread has stopped.
+Generation runs in a worker thread; a stopping criterion checks a cancel flag on every token, so a client
+that disconnects, a timeout or a cancelled task stops the loop within one token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from sop_llm.infra.errors import (
+    BadRequestError,
+    ContextLengthExceededError,
+    ProviderInitializationError,
+    UnsupportedFeatureError,
+)
+from sop_llm.providers.base import GenerationProvider
+from sop_llm.providers.embedded import resolve_model_path
+from sop_llm.providers.registry import register_provider
+from sop_llm.providers.threaded import ThreadStream
+from sop_llm.providers.types import (
+    Capability,
+    Chunk,
+    Completion,
+    GenerationRequest,
+    Health,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+
+class _Counters:
+    """Thread-safe counters read by /api/v1/models (they show that cancelled work really stopped)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.tokens_generated = 0
+        self.generations = 0
+        self.cancelled = 0
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+
+@register_provider("llamacpp")
+class LlamaCppProvider(GenerationProvider):
+    """Options (models.yaml `options:`): `n_threads` (default: all cores), `n_batch`, `chat_template`."""
+
+    capabilities = frozenset(
+        {Capability.TEXT_GENERATION, Capability.CHAT, Capability.STREAMING, Capability.JSON_SCHEMA}
+    )
+    local = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pool: asyncio.Queue[Llama] = asyncio.Queue()
+        self._instances: list[Llama] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self._formatter: Any = None
+        self._eos_text = ""
+        self.counters = _Counters()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def load(self) -> None:
+        path = resolve_model_path(self.model_config.model)
+        count = self.model_config.instances
+        self._executor = ThreadPoolExecutor(max_workers=count, thread_name_prefix=f"llama-{self.name}")
+        loop = asyncio.get_running_loop()
+        for _ in range(count):
+            instance = await loop.run_in_executor(self._executor, self._load_instance, path)
+            self._instances.append(instance)
+            self._pool.put_nowait(instance)
+        self._formatter, self._eos_text = self._chat_formatter(self._instances[0])
+
+    def _load_instance(self, path: str) -> Llama:
+        from llama_cpp import Llama
+
+        if not os.path.isfile(path):
+            raise ProviderInitializationError(
+                f"GGUF file '{path}' for model '{self.name}' does not exist; give a local .gguf path "
+                "or an embedded: model"
+            )
+        options = self.model_config.options
+        try:
+            return Llama(
+                model_path=path,
+                n_ctx=self.model_config.context_length,
+                n_threads=int(options.get("n_threads") or os.cpu_count() or 1),
+                n_batch=int(options.get("n_batch", 512)),
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ProviderInitializationError(f"llama.cpp could not load '{path}': {exc}") from exc
+
+    def _chat_formatter(self, llama: Llama) -> tuple[Any, str]:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self.model_config.options.get("chat_template") or llama.metadata.get("tokenizer.chat_template")
+        eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "ignore")
+        bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "ignore")
+        if not template:
+            return None, eos
+        return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos), eos
+
+    async def aclose(self) -> None:
+        while not self._pool.empty():
+            self._pool.get_nowait()
+        for instance in self._instances:
+            instance.close()
+        self._instances.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def health(self) -> Health:
+        return Health(ok=bool(self._instances), detail=f"{len(self._instances)} instance(s) loaded")
+
+    def stats(self) -> dict[str, int]:
+        c = self.counters
+        return {
+            "tokens_generated": c.tokens_generated,
+            "generations": c.generations,
+            "cancelled": c.cancelled,
+            "idle_instances": self._pool.qsize(),
+        }
+
+    # -- generation ------------------------------------------------------------------------------------
+    async def generate(self, request: GenerationRequest) -> Completion:
+        parts: list[str] = []
+        last = Chunk()
+        async for chunk in self.stream(request):
+            parts.append(chunk.text)
+            last = chunk
+        assert last.finish_reason is not None and last.usage is not None
+        return Completion(text="".join(parts), finish_reason=last.finish_reason, usage=last.usage)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        if self._executor is None:
+            raise ProviderInitializationError(f"model '{self.name}' is not loaded")
+        prompt, stop = self._render(request)
+        grammar = self._grammar(request)
+        llama = await self._pool.get()
+        produce = self._producer(llama, prompt, stop, grammar, request)
+        async for chunk in ThreadStream(self._executor, produce, lambda: self._pool.put_nowait(llama)):
+            yield chunk
+
+    def _render(self, request: GenerationRequest) -> tuple[str, list[str]]:
+        if request.prompt is not None:
+            return request.prompt, list(request.stop)
+        if self._formatter is None:
+            raise UnsupportedFeatureError(
+                f"model '{self.name}' has no chat template; use /v1/completions or set options.chat_template",
+            )
+        messages = [
+            {k: v for k, v in (("role", m.role), ("content", m.content or "")) if v is not None}
+            for m in request.messages or []
+        ]
+        try:
+            result = self._formatter(messages=messages)
+        except Exception as exc:  # jinja raises for message orders the template forbids
+            raise BadRequestError(f"the messages do not fit the model's chat template: {exc}") from exc
+        return result.prompt, [*request.stop, self._eos_text]
+
+    @staticmethod
+    def _grammar(request: GenerationRequest) -> LlamaGrammar | None:
+        if request.json_mode is None:
+            return None
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+        if request.json_mode.schema is None:
+            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        try:
+            return LlamaGrammar.from_json_schema(json.dumps(request.json_mode.schema), verbose=False)
+        except Exception as exc:
+            raise UnsupportedFeatureError(
+                f"llama.cpp cannot turn this JSON schema into a grammar: {exc}", param="response_format"
+            ) from exc
+
+    def _producer(
+        self,
+        llama: Llama,
+        prompt: str,
+        stop: list[str],
+        grammar: LlamaGrammar | None,
+        request: GenerationRequest,
+    ) -> Callable[[Callable[[Chunk], None], threading.Event], None]:
+        counters = self.counters
+
+        def produce(emit: Callable[[Chunk], None], cancel: threading.Event) -> None:
+            from llama_cpp import StoppingCriteriaList
+
+            def stop_when_cancelled(_ids: Any, _logits: Any) -> bool:
+                counters.add(tokens_generated=1)
+                return cancel.is_set()
+
+            tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            n_ctx = llama.n_ctx()
+            if len(tokens) >= n_ctx:
+                raise ContextLengthExceededError(
+                    f"the prompt is {len(tokens)} tokens; model '{self.name}' has a context of {n_ctx} "
+                    "tokens. Shorten the prompt",
+                    param="messages",
+                )
+            max_tokens = min(request.max_tokens, n_ctx - len(tokens))
+            counters.add(generations=1)
+            text: list[str] = []
+            finish: Any = "stop"
+            parts: Iterator[Any] = llama.create_completion(  # type: ignore[assignment]
+                tokens,
+                max_tokens=max_tokens,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                stop=stop or None,
+                seed=request.seed,
+                grammar=grammar,
+                stream=True,
+                stopping_criteria=StoppingCriteriaList([stop_when_cancelled]),
+            )
+            for part in parts:
+                if cancel.is_set():
+                    counters.add(cancelled=1)
+                    return
+                choice = part["choices"][0]
+                if choice["text"]:
+                    text.append(choice["text"])
+                    emit(Chunk(text=choice["text"]))
+                if choice["finish_reason"]:
+                    finish = choice["finish_reason"]
+            if cancel.is_set():
+                counters.add(cancelled=1)
+                return
+            generated = "".join(text)
+            if finish == "length":
+                completion_tokens = max_tokens
+            else:
+                completion_tokens = len(llama.tokenize(generated.encode("utf-8"), add_bos=False, special=False))
+            emit(Chunk(finish_reason=finish, usage=Usage(len(tokens), completion_tokens)))
+
+        return produce

@@ -1,0 +1,88 @@
+"""Provider-neutral request and result types shared by providers, services and the API layer."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "cancelled"]
+
+
+class Capability(enum.StrEnum):
+    TEXT_GENERATION = "text_generation"
+    CHAT = "chat"
+    STREAMING = "streaming"
+    FUNCTION_CALLING = "function_calling"
+    JSON_SCHEMA = "json_schema"
+    EMBEDDINGS = "embeddings"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str
+    content: str | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JsonMode:
+    """Ask for JSON: any JSON object (schema None) or an object matching `schema`."""
+
+    schema: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    """Either `messages` (chat) or `prompt` (raw completion)."""
+
+    messages: list[ChatMessage] | None = None
+    prompt: str | None = None
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    json_mode: JsonMode | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+
+    def prompt_chars(self) -> int:
+        if self.prompt is not None:
+            return len(self.prompt)
+        return sum(len(m.content or "") for m in self.messages or [])
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class Chunk:
+    """A piece of a streamed answer. The last chunk carries `finish_reason` and `usage`."""
+
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class Completion:
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    ok: bool
+    detail: str = ""

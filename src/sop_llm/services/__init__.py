@@ -1,0 +1,1 @@
+"""Services: model lifecycles, embeddings, generation routing."""
