@@ -60,7 +60,7 @@ def setup_logging(settings: Settings) -> None:
             serialize=settings.json_logs,
             enqueue=True,
         )
-    logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
+    logging.basicConfig(handlers=[InterceptHandler()], level=logging.getLevelName(level), force=True)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "fastapi"):
         std = logging.getLogger(name)
         std.handlers = [InterceptHandler()]

@@ -66,10 +66,18 @@ class LLMManager:
         return model.load_state.start_load(load)
 
     async def unload(self, name: str) -> None:
+        """Stop admitting, let running generations finish, then free the model."""
         model = self._get(name)
         await model.load_state.cancel_load()
-        await model.provider.aclose()
         model.load_state.state = ModelState.UNLOADED
+        permits = self._settings.llm_max_concurrent_requests
+        for _ in range(permits):
+            await model.semaphore.acquire()
+        try:
+            await model.provider.aclose()
+        finally:
+            for _ in range(permits):
+                model.semaphore.release()
 
     async def aclose(self) -> None:
         for name in self._models:

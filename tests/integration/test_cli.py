@@ -1,0 +1,66 @@
+"""`python -m sop_llm serve` as a user starts it: liveness first, readiness once models load."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.live_server import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_app_import_pulls_in_no_heavy_library() -> None:
+    # Liveness must not wait for torch / llama.cpp: importing and building the app loads neither.
+    code = (
+        "import sys; from sop_llm.app import create_app; create_app(); "
+        "heavy = {'torch', 'llama_cpp', 'sentence_transformers', 'transformers'} & set(sys.modules); "
+        "print(sorted(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_serve_answers_health_then_turns_ready() -> None:
+    port = free_port()
+    env = {**os.environ, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port), "LOG_LEVEL": "WARNING"}
+    process = subprocess.Popen([sys.executable, "-m", "sop_llm", "serve"], env=env)
+    try:
+        url = f"http://127.0.0.1:{port}/api/v1"
+        first_health = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"{url}/health", timeout=1)
+            except httpx.TransportError:
+                time.sleep(0.05)
+                continue
+            first_health = first_health or health.json()
+            if httpx.get(f"{url}/health/ready").status_code == 200:
+                break
+            time.sleep(0.2)
+        assert first_health is not None
+        assert first_health["status"] == "ok"
+        assert httpx.get(f"{url}/health/ready").json()["ready"] is True
+    finally:
+        process.terminate()
+        # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal: -15 is a clean exit.
+        assert process.wait(timeout=30) in (0, -15)
+
+
+def test_bad_config_is_refused_with_file_and_key(tmp_path: object) -> None:
+    import pathlib
+
+    folder = pathlib.Path(str(tmp_path))
+    (folder / "providers.yaml").write_text("providers:\n  p:\n    type: nonexistent\n")
+    (folder / "models.yaml").write_text("models: {}\n")
+    (folder / "embeddings.yaml").write_text("embeddings: {}\n")
+    env = {**os.environ, "CONFIG_DIR": str(folder), "SERVER_PORT": str(free_port())}
+    result = subprocess.run([sys.executable, "-m", "sop_llm", "serve"], env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "providers.yaml: providers.p.type: unknown provider type 'nonexistent'" in result.stderr

@@ -1,0 +1,72 @@
+"""The native API: health, readiness, models, generate, load/unload."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from tests.live_server import LiveServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.api]
+
+
+def test_health_and_ready(base_url: str) -> None:
+    health = httpx.get(f"{base_url}/api/v1/health").json()
+    assert health["status"] == "ok"
+    assert health["components"]["models"] == {"smollm2-135m": "ready", "all-minilm-l6-v2": "ready"}
+    assert httpx.get(f"{base_url}/api/v1/health/ready").json()["ready"] is True
+
+
+def test_models_listing(base_url: str) -> None:
+    listing = httpx.get(f"{base_url}/api/v1/models").json()
+    by_name = {m["name"]: m for m in listing["models"]}
+    smol = by_name["smollm2-135m"]
+    assert smol["state"] == "ready"
+    assert smol["default"] is True
+    assert "json_schema" in smol["capabilities"]
+    assert by_name["all-minilm-l6-v2"]["dimensions"] == 384
+
+
+def test_generate_json(base_url: str) -> None:
+    reply = httpx.post(
+        f"{base_url}/api/v1/models/generate",
+        json={"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8, "temperature": 0},
+        timeout=60,
+    ).json()
+    assert reply["model"] == "smollm2-135m"
+    assert reply["text"]
+    assert reply["usage"]["completion_tokens"] <= 8
+
+
+def test_generate_with_json_schema(base_url: str) -> None:
+    schema = {"type": "object", "properties": {"color": {"type": "string"}}, "required": ["color"]}
+    reply = httpx.post(
+        f"{base_url}/api/v1/models/generate",
+        json={"prompt": "Favourite color as JSON:", "json_schema": schema, "max_tokens": 40, "temperature": 0},
+        timeout=60,
+    ).json()
+    assert isinstance(json.loads(reply["text"])["color"], str)
+
+
+def test_unload_then_load(server: LiveServer) -> None:
+    url = server.url
+    assert httpx.post(f"{url}/api/v1/models/smollm2/unload").json()["state"] == "unloaded"
+    refused = httpx.post(f"{url}/api/v1/models/generate", json={"prompt": "hi"})
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "model_not_loaded"
+    assert httpx.get(f"{url}/api/v1/health/ready").status_code == 503
+    assert httpx.post(f"{url}/api/v1/models/smollm2/load").status_code == 202
+    server.wait_ready(time.monotonic() + 60)
+    assert httpx.post(f"{url}/api/v1/models/generate", json={"prompt": "hi", "max_tokens": 2}).status_code == 200
+
+
+def test_embedding_model_unload_then_load(server: LiveServer) -> None:
+    url = server.url
+    httpx.post(f"{url}/api/v1/models/all-minilm-l6-v2/unload")
+    assert httpx.post(f"{url}/api/v1/embeddings", json={"texts": ["x"]}).status_code == 503
+    httpx.post(f"{url}/api/v1/models/all-minilm-l6-v2/load")
+    server.wait_ready(time.monotonic() + 60)
+    assert httpx.post(f"{url}/api/v1/embeddings", json={"texts": ["x"]}).status_code == 200

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sop_llm.infra.model_config import ConfigError, load_service_config
+from sop_llm.infra.settings import Settings
+
+pytestmark = pytest.mark.unit
+TYPES = {"llamacpp", "sentence_transformers"}
+
+
+def write(folder: Path, providers: str, models: str, embeddings: str = "embeddings: {}\n") -> Path:
+    (folder / "providers.yaml").write_text(providers)
+    (folder / "models.yaml").write_text(models)
+    (folder / "embeddings.yaml").write_text(embeddings)
+    return folder
+
+
+def test_shipped_config_is_valid() -> None:
+    config = load_service_config(Path("config"), TYPES)
+    assert config.models["smollm2-135m"].provider == "llamacpp"
+    assert "text-embedding-3-small" in config.embeddings["all-minilm-l6-v2"].aliases
+
+
+@pytest.mark.parametrize(
+    ("providers", "models", "message"),
+    [
+        (
+            "providers:\n  p: {type: llamacpp}\n",
+            "models:\n  m: {provider: q, model: x}\n",
+            "models.yaml: models.m.provider: 'q' is not defined",
+        ),
+        (
+            "providers:\n  p: {type: llamacpp}\n",
+            "models:\n  m: {provider: p}\n",
+            "models.yaml: models.m.model: Field required",
+        ),
+        (
+            "providers:\n  p: {type: llamacpp}\n",
+            "models:\n  m: {provider: p, model: x, colour: red}\n",
+            "models.m.colour: Extra inputs are not permitted",
+        ),
+        (
+            "providers:\n  p: {type: llamacpp}\n",
+            "models:\n  m: {provider: p, model: x, context_length: 1}\n",
+            "models.m.context_length",
+        ),
+        (
+            "providers:\n  p: {type: foo}\n",
+            "models: {}\n",
+            "providers.yaml: providers.p.type: unknown provider type 'foo'",
+        ),
+        ("providers: [1, 2]\n", "models: {}\n", "providers.yaml: providers: must be a mapping"),
+        ("providers: {}\nextra: 1\n", "models: {}\n", "unknown top-level key(s) ['extra']"),
+        ("providers: {\n", "models: {}\n", "providers.yaml: not valid YAML"),
+        (
+            "providers:\n  p: {type: llamacpp}\n",
+            "models:\n  a: {provider: p, model: x, aliases: [z]}\n  b: {provider: p, model: y, aliases: [z]}\n",
+            "models.b: name or alias 'z' is used twice",
+        ),
+    ],
+)
+def test_config_errors_name_file_and_key(tmp_path: Path, providers: str, models: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_service_config(write(tmp_path, providers, models), TYPES)
+    assert message in str(caught.value)
+
+
+def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"file not found .*CONFIG_DIR"):
+        load_service_config(tmp_path, TYPES)
+
+
+def test_settings_use_the_seed_names() -> None:
+    settings = Settings(_env_file=None, SERVER_PORT=9000, LLM_MAX_CONCURRENT_REQUESTS=3, ENVIRONMENT="production")  # type: ignore[call-arg]
+    assert settings.server_port == 9000
+    assert settings.llm_max_concurrent_requests == 3
+    assert settings.json_logs is True
+    assert Settings(_env_file=None).server_port == 8023  # type: ignore[call-arg]
+
+
+def test_settings_refuse_fixer_without_model() -> None:
+    with pytest.raises(ValueError, match="JSON_FIXER_MODEL"):
+        Settings(_env_file=None, JSON_FIXER_ENABLED=True, JSON_FIXER_MODEL="")  # type: ignore[call-arg]
