@@ -139,21 +139,23 @@ class LlamaCppProvider(GenerationProvider):
 
     # -- generation ------------------------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> Completion:
-        parts: list[str] = []
+        # One chunk with the whole text: the event loop is not woken for every token.
         last = Chunk()
-        async for chunk in self.stream(request):
-            parts.append(chunk.text)
+        async for chunk in self._run(request, per_token=False):
             last = chunk
         assert last.finish_reason is not None and last.usage is not None
-        return Completion(text="".join(parts), finish_reason=last.finish_reason, usage=last.usage)
+        return Completion(text=last.text, finish_reason=last.finish_reason, usage=last.usage)
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        return self._run(request, per_token=True)
+
+    async def _run(self, request: GenerationRequest, per_token: bool) -> AsyncIterator[Chunk]:
         if self._executor is None:
             raise ProviderInitializationError(f"model '{self.name}' is not loaded")
         prompt, stop = self._render(request)
         grammar = self._grammar(request)
         llama = await self._pool.get()
-        produce = self._producer(llama, prompt, stop, grammar, request)
+        produce = self._producer(llama, prompt, stop, grammar, request, per_token)
         async for chunk in ThreadStream(self._executor, produce, lambda: self._pool.put_nowait(llama)):
             yield chunk
 
@@ -196,6 +198,7 @@ class LlamaCppProvider(GenerationProvider):
         stop: list[str],
         grammar: LlamaGrammar | None,
         request: GenerationRequest,
+        per_token: bool,
     ) -> Callable[[Callable[[Chunk], None], threading.Event], None]:
         counters = self.counters
 
@@ -236,7 +239,8 @@ class LlamaCppProvider(GenerationProvider):
                 choice = part["choices"][0]
                 if choice["text"]:
                     text.append(choice["text"])
-                    emit(Chunk(text=choice["text"]))
+                    if per_token:
+                        emit(Chunk(text=choice["text"]))
                 if choice["finish_reason"]:
                     finish = choice["finish_reason"]
             if cancel.is_set():
@@ -247,6 +251,7 @@ class LlamaCppProvider(GenerationProvider):
                 completion_tokens = max_tokens
             else:
                 completion_tokens = len(llama.tokenize(generated.encode("utf-8"), add_bos=False, special=False))
-            emit(Chunk(finish_reason=finish, usage=Usage(len(tokens), completion_tokens)))
+            usage = Usage(len(tokens), completion_tokens)
+            emit(Chunk(text="" if per_token else generated, finish_reason=finish, usage=usage))
 
         return produce

@@ -1,0 +1,43 @@
+"""Run every benchmark in one process and print the figures (`make bench`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+from bench import embeddings, generation
+from bench.service import Service
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    results: dict[str, object] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    with Service() as service:
+        results["startup"] = {"liveness_s": service.liveness_s, "ready_s": service.ready_s}
+        print(f"startup: /health answered after {service.liveness_s:.2f} s, ready after {service.ready_s:.2f} s")
+        gen = generation.run(service.url)
+        results["generation"] = gen
+        print(
+            f"generation: raw {gen['raw_tok_per_s']:.1f} tok/s | API {gen['api_tok_per_s']:.1f} tok/s "
+            f"({gen['ratio']:.1%}) | first token raw {gen['raw_first_token_ms']:.1f} ms, API "
+            f"{gen['api_first_token_ms']:.1f} ms (+{gen['first_token_overhead_ms']:.1f} ms) | "
+            f"8 concurrent: {gen['concurrent_8_complete']}/8 complete in {gen['concurrent_8_seconds']:.1f} s"
+        )
+        emb = embeddings.run(service.url)
+        results["embeddings"] = emb
+        print(
+            f"embeddings: raw batch-64 {emb['raw_batch64_per_s']:.0f}/s | HTTP c64 base64 "
+            f"{emb['http_c64_base64_per_s']:.0f}/s ({emb['ratio_base64']:.0%}) | HTTP c64 float "
+            f"{emb['http_c64_float_per_s']:.0f}/s ({emb['ratio_float']:.0%}) | cached p50 "
+            f"{emb['cached_request_p50_ms']:.2f} ms"
+        )
+    out = Path("bench/results/latest.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
