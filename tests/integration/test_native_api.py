@@ -65,7 +65,7 @@ def test_unload_then_load(server: LiveServer) -> None:
 
 def test_embedding_model_unload_then_load(server: LiveServer) -> None:
     url = server.url
-    httpx.post(f"{url}/api/v1/models/all-minilm-l6-v2/unload")
+    assert httpx.post(f"{url}/api/v1/models/text-embedding-3-small/unload").json()["name"] == "all-minilm-l6-v2"
     assert httpx.post(f"{url}/api/v1/embeddings", json={"texts": ["x"]}).status_code == 503
     httpx.post(f"{url}/api/v1/models/all-minilm-l6-v2/load")
     server.wait_ready(time.monotonic() + 60)

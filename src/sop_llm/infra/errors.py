@@ -8,17 +8,23 @@
     ├── RequestValidationFailed          422  (validation_error)
     ├── NotFoundError                    404
     │   └── ModelNotFoundError           404  (model_not_found)
-    ├── ModelNotLoadedError              503  (model_not_loaded)
-    ├── MemoryExceededError              503  (memory_exceeded)
-    ├── OverloadedError                  429  (overloaded)
-    ├── GenerationTimeoutError           504  (timeout)
-    ├── ProviderError                    502  (provider_error)
+    ├── ModelNotLoadedError              503  (model_not_loaded)                    retryable
+    ├── MemoryExceededError              503  (memory_exceeded)                     retryable
+    ├── OverloadedError                  429  (overloaded)                          retryable
+    ├── GenerationTimeoutError           504  (timeout)                             retryable
+    ├── ProviderError                    502  (provider_error)                      retryable
     │   ├── ProviderNotFoundError        500  (provider_not_found)
-    │   ├── ProviderNotAvailableError    503  (provider_not_available)
-    │   └── ProviderInitializationError  503  (provider_initialization_failed)
+    │   ├── ProviderNotAvailableError    503  (provider_not_available)              retryable
+    │   ├── ProviderInitializationError  503  (provider_initialization_failed)      retryable
+    │   ├── ProviderRateLimitError       429  (provider_rate_limited)               retryable
+    │   ├── ProviderTimeoutError         504  (provider_timeout)                    retryable
+    │   ├── ProviderAuthError            502  (provider_auth_failed)
+    │   ├── ProviderBadRequestError      400  (provider_bad_request)
+    │   └── CircuitOpenError             503  (circuit_open)                        retryable
     ├── JSONFixFailedError               422  (json_fix_failed)
     └── ServiceUnavailableError          503  (service_unavailable)
 
+`retryable` errors let UnifiedLLM retry or fall back to the next deployment; the others are returned as they are.
 Foreign exceptions are translated into this tree once, where they arise (inside providers); the HTTP
 handlers in `sop_llm.api.errors` turn the tree into response bodies for each API surface.
 """
@@ -32,6 +38,7 @@ class AppError(Exception):
     status_code: ClassVar[int] = 500
     error_code: ClassVar[str] = "internal_error"
     openai_type: ClassVar[str] = "server_error"
+    retryable: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -86,35 +93,41 @@ class ModelNotLoadedError(AppError):
     status_code = 503
     error_code = "model_not_loaded"
     openai_type = "server_error"
+    retryable = True
 
 
 class MemoryExceededError(AppError):
     status_code = 503
     error_code = "memory_exceeded"
     openai_type = "server_error"
+    retryable = True
 
 
 class OverloadedError(AppError):
     status_code = 429
     error_code = "overloaded"
     openai_type = "rate_limit_error"
+    retryable = True
 
 
 class GenerationTimeoutError(AppError):
     status_code = 504
     error_code = "timeout"
     openai_type = "timeout_error"
+    retryable = True
 
 
 class ProviderError(AppError):
     status_code = 502
     error_code = "provider_error"
     openai_type = "server_error"
+    retryable = True
 
 
 class ProviderNotFoundError(ProviderError):
     status_code = 500
     error_code = "provider_not_found"
+    retryable = False
 
 
 class ProviderNotAvailableError(ProviderError):
@@ -125,6 +138,40 @@ class ProviderNotAvailableError(ProviderError):
 class ProviderInitializationError(ProviderError):
     status_code = 503
     error_code = "provider_initialization_failed"
+
+
+class ProviderRateLimitError(ProviderError):
+    status_code = 429
+    error_code = "provider_rate_limited"
+    openai_type = "rate_limit_error"
+
+
+class ProviderTimeoutError(ProviderError):
+    status_code = 504
+    error_code = "provider_timeout"
+    openai_type = "timeout_error"
+
+
+class ProviderAuthError(ProviderError):
+    """The upstream refused our credentials: a configuration problem of this service, not of the caller."""
+
+    status_code = 502
+    error_code = "provider_auth_failed"
+    retryable = False
+
+
+class ProviderBadRequestError(ProviderError):
+    """The upstream refused the request itself; another deployment would refuse it too."""
+
+    status_code = 400
+    error_code = "provider_bad_request"
+    openai_type = "invalid_request_error"
+    retryable = False
+
+
+class CircuitOpenError(ProviderError):
+    status_code = 503
+    error_code = "circuit_open"
 
 
 class JSONFixFailedError(AppError):

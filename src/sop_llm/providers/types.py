@@ -64,14 +64,26 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
 
 @dataclass(slots=True)
 class Chunk:
-    """A piece of a streamed answer. The last chunk carries `finish_reason` and `usage`."""
+    """A piece of a streamed answer. The last chunk carries `finish_reason` and `usage`.
+
+    `tool_calls` holds OpenAI-style tool-call deltas: `{"index", "id"?, "type"?, "function": {"name"?, "arguments"}}`;
+    `id` and `name` come once per call, then `arguments` fragments follow.
+    """
 
     text: str = ""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 @dataclass(slots=True)

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from sop_llm.api.deps import EmbeddingsDep, ServicesDep, UnifiedDep
+from sop_llm.api.deps import ServicesDep, UnifiedDep
 from sop_llm.api.disconnect import cancel_on_disconnect
 from sop_llm.api.errors import native_body
 from sop_llm.api.generation import open_stream
@@ -13,6 +13,7 @@ from sop_llm.api.native.schemas import GenerateBody
 from sop_llm.api.responses import EventStreamResponse, json_response, sse_event
 from sop_llm.infra.errors import AppError, BadRequestError, ModelNotFoundError
 from sop_llm.providers.types import Chunk
+from sop_llm.services.container import Services
 
 router = APIRouter(tags=["models"])
 
@@ -35,17 +36,12 @@ async def generate(body: GenerateBody, request: Request, unified: UnifiedDep) ->
         model, chunks = await open_stream(request, unified, body.model, gen_request)
         return EventStreamResponse(_native_events(model, chunks))
     model, completion = await cancel_on_disconnect(request, unified.generate(body.model, gen_request))
-    usage = completion.usage
     return json_response(
         {
             "model": model,
             "text": completion.text,
             "finish_reason": completion.finish_reason,
-            "usage": {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens,
-            },
+            "usage": completion.usage.as_dict(),
         }
     )
 
@@ -57,52 +53,42 @@ async def _native_events(model: str, chunks: AsyncIterator[Chunk]) -> AsyncItera
             if chunk.text:
                 yield sse_event({"text": chunk.text}, "token")
             if chunk.finish_reason is not None:
-                usage = chunk.usage
-                yield sse_event(
-                    {
-                        "model": model,
-                        "finish_reason": chunk.finish_reason,
-                        "usage": None
-                        if usage is None
-                        else {
-                            "prompt_tokens": usage.prompt_tokens,
-                            "completion_tokens": usage.completion_tokens,
-                            "total_tokens": usage.total_tokens,
-                        },
-                    },
-                    "done",
-                )
+                usage = chunk.usage.as_dict() if chunk.usage else None
+                yield sse_event({"model": model, "finish_reason": chunk.finish_reason, "usage": usage}, "done")
     except AppError as exc:
         yield sse_event(native_body(exc), "error")
 
 
 @router.post("/models/{name}/load", status_code=202)
-async def load_model(name: str, services: ServicesDep, embeddings: EmbeddingsDep) -> Response:
-    target = _local_target(name, services)
-    if target == "embedding":
-        embeddings.load(name)
+async def load_model(name: str, services: ServicesDep) -> Response:
+    kind, canonical = _local_model(name, services)
+    if kind == "embedding":
+        services.embeddings.load(canonical)
     else:
-        services.llm.load(services.unified.resolve(name).name)
-    return json_response({"name": name, "state": "loading"}, 202)
+        services.llm.load(canonical)
+    return json_response({"name": canonical, "state": "loading"}, 202)
 
 
 @router.post("/models/{name}/unload")
-async def unload_model(name: str, services: ServicesDep, embeddings: EmbeddingsDep) -> Response:
-    target = _local_target(name, services)
-    if target == "embedding":
-        await embeddings.unload(name)
+async def unload_model(name: str, services: ServicesDep) -> Response:
+    kind, canonical = _local_model(name, services)
+    if kind == "embedding":
+        await services.embeddings.unload(canonical)
     else:
-        await services.llm.unload(services.unified.resolve(name).name)
-    return json_response({"name": name, "state": "unloaded"})
+        await services.llm.unload(canonical)
+    return json_response({"name": canonical, "state": "unloaded"})
 
 
-def _local_target(name: str, services: ServicesDep) -> str:
-    if name in services.embeddings.names():
-        return "embedding"
+def _local_model(name: str, services: Services) -> tuple[str, str]:
+    """("embedding" | "generation", canonical name) of a local model named by name or alias."""
+    try:
+        return "embedding", services.embeddings.resolve(name)
+    except ModelNotFoundError:
+        pass
     try:
         canonical = services.unified.resolve(name).name
     except ModelNotFoundError:
         raise ModelNotFoundError(f"no model named '{name}'", param="name") from None
     if canonical not in services.llm:
         raise BadRequestError(f"'{name}' is a remote model; only local models are loaded and unloaded")
-    return "generation"
+    return "generation", canonical

@@ -13,7 +13,7 @@ from sop_llm.api.deps import UnifiedDep
 from sop_llm.api.disconnect import cancel_on_disconnect
 from sop_llm.api.generation import open_stream
 from sop_llm.api.openai.protocol import ChatCompletionRequest, CompletionRequest
-from sop_llm.api.openai.streaming import openai_events, usage_body
+from sop_llm.api.openai.streaming import openai_events
 from sop_llm.api.responses import EventStreamResponse, json_response
 from sop_llm.providers.types import Chunk, GenerationRequest
 
@@ -63,7 +63,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, unifie
             "model": model,
             "system_fingerprint": None,
             "choices": [{"index": 0, "message": message, "finish_reason": completion.finish_reason, "logprobs": None}],
-            "usage": usage_body(completion.usage),
+            "usage": completion.usage.as_dict(),
         }
     )
 
@@ -107,6 +107,6 @@ async def completions(body: CompletionRequest, request: Request, unified: Unifie
                     "logprobs": None,
                 }
             ],
-            "usage": usage_body(completion.usage),
+            "usage": completion.usage.as_dict(),
         }
     )

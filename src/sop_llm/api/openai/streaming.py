@@ -13,16 +13,6 @@ from sop_llm.providers.types import Chunk, Usage
 DONE = b"data: [DONE]\n\n"
 
 
-def usage_body(usage: Usage | None) -> dict[str, int] | None:
-    if usage is None:
-        return None
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
-
-
 async def openai_events(
     chunks: AsyncIterator[Chunk],
     base: dict[str, Any],
@@ -46,7 +36,7 @@ async def openai_events(
             if chunk.text or chunk.finish_reason is not None:
                 yield sse_event({**base, "choices": [make_choice(chunk)], **extra})
         if include_usage:
-            yield sse_event({**base, "choices": [], "usage": usage_body(usage)})
+            yield sse_event({**base, "choices": [], "usage": usage.as_dict() if usage else None})
     except AppError as exc:
         yield sse_event(openai_body(exc))
     yield DONE
