@@ -14,6 +14,7 @@ from sop_llm.api.middleware import TraceMiddleware
 from sop_llm.api.native import embeddings as native_embeddings
 from sop_llm.api.native import health as native_health
 from sop_llm.api.native import models as native_models
+from sop_llm.api.native import providers as native_providers
 from sop_llm.api.openai import chat as openai_chat
 from sop_llm.api.openai import embeddings as openai_embeddings
 from sop_llm.api.openai import models as openai_models
@@ -29,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services.start()
+        await services.start()
         logger.info(
             "{} {} serving; loading models in the background: {}",
             settings.app_name,
@@ -51,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     app.add_middleware(TraceMiddleware)
     install_error_handlers(app)
-    for module in (native_health, native_models, native_embeddings):
+    for module in (native_health, native_models, native_embeddings, native_providers):
         app.include_router(module.router, prefix="/api/v1")
     for module in (openai_chat, openai_embeddings, openai_models):
         app.include_router(module.router, prefix="/v1")

@@ -1,5 +1,5 @@
-"""Start a generation stream for either API surface: resolve, admit, and wait for the first chunk while
-watching for a disconnect, so errors that happen before any output are still plain HTTP errors."""
+"""Start a generation stream for either API surface: route, fall back until a first chunk arrives, and watch for
+a disconnect meanwhile, so errors that happen before any output are still plain HTTP errors."""
 
 from __future__ import annotations
 
@@ -12,19 +12,11 @@ from sop_llm.providers.types import Chunk, GenerationRequest
 from sop_llm.services.unified_llm import UnifiedLLM
 
 
-async def _prepend(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-    try:
-        yield first
-        async for chunk in rest:
-            yield chunk
-    finally:
-        await rest.aclose()  # type: ignore[attr-defined]
-
-
 async def open_stream(
-    request: Request, unified: UnifiedLLM, model: str | None, gen: GenerationRequest
+    request: Request,
+    unified: UnifiedLLM,
+    model: str | None,
+    gen: GenerationRequest,
+    fallbacks: list[str] | None = None,
 ) -> tuple[str, AsyncIterator[Chunk]]:
-    resolved = unified.prepare(model, gen)
-    chunks = unified.stream(resolved, gen)
-    first = await cancel_on_disconnect(request, anext(chunks))
-    return resolved.name, _prepend(first, chunks)
+    return await cancel_on_disconnect(request, unified.open_stream(model, gen, fallbacks))

@@ -5,11 +5,15 @@ Errors name the file and the key, e.g. `config/models.yaml: models.smollm2.provi
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class ConfigError(Exception):
@@ -21,7 +25,12 @@ class _Strict(BaseModel):
 
 
 class ProviderConfig(_Strict):
-    type: str = Field(description="registered provider type, e.g. llamacpp, sentence_transformers")
+    type: str = Field(description="registered provider type, e.g. llamacpp, openai, anthropic")
+    base_url: str | None = Field(
+        None, description="remote providers: the API's base URL (config only, never a request)"
+    )
+    api_key: SecretStr | None = Field(None, description="remote providers: use ${ENV_VAR} to keep it out of the file")
+    timeout: float = Field(60.0, gt=0, description="remote providers: seconds per upstream request")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -29,6 +38,7 @@ class ModelConfig(_Strict):
     provider: str
     model: str = Field(description="provider-specific id: embedded:<name>, a local path, or a hub id")
     aliases: list[str] = Field(default_factory=list)
+    fallbacks: list[str] = Field(default_factory=list, description="models tried in order when this one fails")
     load_on_startup: bool = True
     context_length: int = Field(2048, ge=64)
     instances: int = Field(1, ge=1, le=16, description="independent model instances serving requests")
@@ -52,11 +62,25 @@ class ServiceConfig(_Strict):
     embeddings: dict[str, EmbeddingModelConfig]
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _expand_env(text: str, environ: Mapping[str, str], path: Path) -> str:
+    """Replace `${VAR}` and `${VAR:-default}` with values from the environment."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path}: ${{{name}}} is used but the environment variable {name} is not set")
+
+    return _ENV_REF.sub(replace, text)
+
+
+def _read_yaml(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found (set CONFIG_DIR to the folder holding it)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(_expand_env(path.read_text(encoding="utf-8"), environ, path)) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -64,8 +88,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _section(path: Path, key: str, schema: type[BaseModel]) -> dict[str, Any]:
-    data = _read_yaml(path)
+def _section(path: Path, key: str, schema: type[BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
+    data = _read_yaml(path, environ)
     unknown = set(data) - {key}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}; expected only '{key}'")
@@ -83,13 +107,16 @@ def _section(path: Path, key: str, schema: type[BaseModel]) -> dict[str, Any]:
     return parsed
 
 
-def load_service_config(config_dir: Path, known_provider_types: set[str]) -> ServiceConfig:
+def load_service_config(
+    config_dir: Path, known_provider_types: set[str], environ: Mapping[str, str] | None = None
+) -> ServiceConfig:
+    environ = environ if environ is not None else {}
     providers_path = config_dir / "providers.yaml"
     models_path = config_dir / "models.yaml"
     embeddings_path = config_dir / "embeddings.yaml"
-    providers = _section(providers_path, "providers", ProviderConfig)
-    models = _section(models_path, "models", ModelConfig)
-    embeddings = _section(embeddings_path, "embeddings", EmbeddingModelConfig)
+    providers = _section(providers_path, "providers", ProviderConfig, environ)
+    models = _section(models_path, "models", ModelConfig, environ)
+    embeddings = _section(embeddings_path, "embeddings", EmbeddingModelConfig, environ)
 
     for name, provider in providers.items():
         if provider.type not in known_provider_types:
@@ -112,4 +139,8 @@ def load_service_config(config_dir: Path, known_provider_types: set[str]) -> Ser
                 if label in seen_names and section == seen_names[label].split(".")[0]:
                     raise ConfigError(f"{path}: {section}.{name}: name or alias '{label}' is used twice")
                 seen_names[label] = f"{section}.{name}"
+    for name, entry in models.items():
+        for fallback in entry.fallbacks:
+            if fallback not in models and fallback not in seen_names:
+                raise ConfigError(f"{models_path}: models.{name}.fallbacks: '{fallback}' is not a model in this file")
     return ServiceConfig(providers=providers, models=models, embeddings=embeddings)

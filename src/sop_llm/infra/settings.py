@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     llm_max_prompt_chars: int = Field(32_000, ge=1, alias="LLM_MAX_PROMPT_CHARS")
     llm_request_timeout: float = Field(300.0, gt=0, alias="LLM_REQUEST_TIMEOUT")
 
+    llm_retries: int = Field(1, ge=0, le=5, alias="LLM_RETRIES")
+    llm_retry_backoff: float = Field(0.25, ge=0, alias="LLM_RETRY_BACKOFF")
+    llm_retry_max_wait: float = Field(10.0, ge=0, alias="LLM_RETRY_MAX_WAIT")
+    circuit_failure_threshold: int = Field(5, ge=1, alias="CIRCUIT_FAILURE_THRESHOLD")
+    circuit_cooldown_seconds: float = Field(30.0, gt=0, alias="CIRCUIT_COOLDOWN_SECONDS")
+    health_check_interval: float = Field(30.0, gt=0, alias="HEALTH_CHECK_INTERVAL")
+    health_check_timeout: float = Field(5.0, gt=0, alias="HEALTH_CHECK_TIMEOUT")
+
     llm_default_embedding_model: str = Field("all-minilm-l6-v2", alias="LLM_DEFAULT_EMBEDDING_MODEL")
     embedding_batch_size: int = Field(64, ge=1, alias="EMBEDDING_BATCH_SIZE")
     embedding_batch_wait_ms: float = Field(2.0, ge=0, alias="EMBEDDING_BATCH_WAIT_MS")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -12,6 +13,7 @@ from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.registry import generation_provider, provider_types
 from sop_llm.services.embedding_manager import EmbeddingManager
 from sop_llm.services.llm_manager import LLMManager
+from sop_llm.services.provider_manager import ProviderManager
 from sop_llm.services.unified_llm import UnifiedLLM
 
 
@@ -21,16 +23,19 @@ class Services:
     config: ServiceConfig
     cache: Cache
     llm: LLMManager
+    providers: ProviderManager
     embeddings: EmbeddingManager
     unified: UnifiedLLM
     started_at: float = field(default_factory=time.time)
 
-    def start(self) -> None:
-        """Begin loading the startup models in the background; returns at once."""
+    async def start(self) -> None:
+        """Open remote clients and begin loading the startup models in the background; returns at once."""
         self.llm.start()
         self.embeddings.start()
+        await self.providers.start()
 
     async def aclose(self) -> None:
+        await self.providers.aclose()
         await self.embeddings.aclose()
         await self.llm.aclose()
         await self.cache.aclose()
@@ -44,19 +49,20 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
-    config = load_service_config(settings.config_dir, provider_types())
+    config = load_service_config(settings.config_dir, provider_types(), os.environ)
     cache = MemoryCache(settings.cache_max_items, settings.cache_ttl_seconds)
     providers: dict[str, GenerationProvider] = {}
     for name, model in config.models.items():
         provider_config = config.providers[model.provider]
         providers[name] = generation_provider(provider_config.type)(name, model, provider_config)
-    local = {name: p for name, p in providers.items() if p.local}
-    llm = LLMManager(settings, local)
+    llm = LLMManager(settings, {name: p for name, p in providers.items() if p.local})
+    provider_manager = ProviderManager(settings, providers, llm)
     return Services(
         settings=settings,
         config=config,
         cache=cache,
         llm=llm,
+        providers=provider_manager,
         embeddings=EmbeddingManager(settings, config, cache),
-        unified=UnifiedLLM(settings, config, providers, llm),
+        unified=UnifiedLLM(settings, config, provider_manager, llm),
     )

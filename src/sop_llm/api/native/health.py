@@ -27,6 +27,10 @@ async def health(services: ServicesDep) -> Response:
             "components": {
                 "models": states,
                 "cache": {"backend": services.cache.backend},
+                "providers": {
+                    d["name"]: {"healthy": d["health"]["ok"], "circuit": d["circuit"]["state"]}
+                    for d in services.providers.describe()
+                },
             },
         }
     )

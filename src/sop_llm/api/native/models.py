@@ -33,9 +33,9 @@ async def list_models(services: ServicesDep) -> Response:
 async def generate(body: GenerateBody, request: Request, unified: UnifiedDep) -> Response:
     gen_request = body.to_request()
     if body.stream:
-        model, chunks = await open_stream(request, unified, body.model, gen_request)
+        model, chunks = await open_stream(request, unified, body.model, gen_request, body.fallbacks)
         return EventStreamResponse(_native_events(model, chunks))
-    model, completion = await cancel_on_disconnect(request, unified.generate(body.model, gen_request))
+    model, completion = await cancel_on_disconnect(request, unified.generate(body.model, gen_request, body.fallbacks))
     return json_response(
         {
             "model": model,
@@ -86,7 +86,7 @@ def _local_model(name: str, services: Services) -> tuple[str, str]:
     except ModelNotFoundError:
         pass
     try:
-        canonical = services.unified.resolve(name).name
+        canonical = services.unified.resolve(name)
     except ModelNotFoundError:
         raise ModelNotFoundError(f"no model named '{name}'", param="name") from None
     if canonical not in services.llm:

@@ -27,6 +27,7 @@ class GenerateBody(BaseModel):
     seed: int | None = None
     stream: bool = False
     json_schema: dict[str, Any] | None = Field(None, description="constrain the answer to this JSON schema")
+    fallbacks: list[str] | None = Field(None, description="models to try in order if this one fails")
 
     @model_validator(mode="after")
     def _prompt_or_messages(self) -> GenerateBody:

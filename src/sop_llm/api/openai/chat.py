@@ -48,10 +48,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, unifie
             delta = {"content": chunk.text} if chunk.text else {}
             return {"index": 0, "delta": delta, "finish_reason": chunk.finish_reason, "logprobs": None}
 
-        model, chunks = await open_stream(request, unified, body.model, gen)
+        model, chunks = await open_stream(request, unified, body.model, gen, body.fallbacks)
         base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
         return EventStreamResponse(openai_events(chunks, base, choice, body.include_usage))
-    model, completion = await cancel_on_disconnect(request, unified.generate(body.model, gen))
+    model, completion = await cancel_on_disconnect(request, unified.generate(body.model, gen, body.fallbacks))
     message: dict[str, Any] = {"role": "assistant", "content": completion.text, "refusal": None}
     if completion.tool_calls:
         message["tool_calls"] = completion.tool_calls
@@ -88,10 +88,10 @@ async def completions(body: CompletionRequest, request: Request, unified: Unifie
                 return {}
             return {"index": 0, "text": chunk.text, "finish_reason": chunk.finish_reason, "logprobs": None}
 
-        model, chunks = await open_stream(request, unified, body.model, gen)
+        model, chunks = await open_stream(request, unified, body.model, gen, body.fallbacks)
         base = {"id": completion_id, "object": "text_completion", "created": created, "model": model}
         return EventStreamResponse(openai_events(chunks, base, choice, body.include_usage))
-    model, completion = await cancel_on_disconnect(request, unified.generate(body.model, gen))
+    model, completion = await cancel_on_disconnect(request, unified.generate(body.model, gen, body.fallbacks))
     return json_response(
         {
             "id": completion_id,

@@ -80,6 +80,7 @@ class _SamplingBody(_Tolerant):
     stream: bool = False
     stream_options: StreamOptions | None = None
     seed: int | None = None
+    fallbacks: list[str] | None = Field(None, description="non-standard: models to try in order if this one fails")
 
     @model_validator(mode="after")
     def _single_choice(self) -> _SamplingBody:

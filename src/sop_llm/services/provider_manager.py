@@ -1,0 +1,152 @@
+"""ProviderManager: every generation deployment, its lifecycle, cached health and circuit breaker (R-R3, R-R4).
+
+Local deployments (llama.cpp, transformers) are loaded, admitted and cancelled by LLMManager; remote ones open
+their client here. Health checks are cheap (loaded state, or the upstream's model list — never a generation
+endpoint), run in the background every `HEALTH_CHECK_INTERVAL` seconds and are served from cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+
+from sop_llm.infra.errors import AppError, ProviderTimeoutError
+from sop_llm.infra.settings import Settings
+from sop_llm.providers.base import GenerationProvider
+from sop_llm.providers.types import Chunk, Completion, GenerationRequest, Health
+from sop_llm.services.circuit_breaker import CircuitBreaker
+from sop_llm.services.llm_manager import LLMManager
+
+
+@dataclass
+class DeploymentStats:
+    calls: int = 0
+    failures: int = 0
+    fallbacks: int = 0  # times a request moved on from this deployment to the next one
+    retries: int = 0
+
+
+@dataclass
+class HealthRecord:
+    ok: bool | None = None
+    detail: str = "not checked yet"
+    checked_at: float = 0.0
+    latency_ms: float = 0.0
+    checks: int = 0
+
+
+@dataclass
+class Deployment:
+    name: str
+    provider: GenerationProvider
+    breaker: CircuitBreaker
+    stats: DeploymentStats = field(default_factory=DeploymentStats)
+    health: HealthRecord = field(default_factory=HealthRecord)
+
+
+class ProviderManager:
+    def __init__(self, settings: Settings, providers: dict[str, GenerationProvider], llm: LLMManager) -> None:
+        self._settings = settings
+        self._llm = llm
+        self.deployments = {
+            name: Deployment(
+                name,
+                provider,
+                CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_cooldown_seconds),
+            )
+            for name, provider in providers.items()
+        }
+        self._health_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        for deployment in self.deployments.values():
+            if not deployment.provider.local:
+                await deployment.provider.load()  # opens a client session; no network traffic
+        self._health_task = asyncio.create_task(self._health_loop(), name="provider-health")
+
+    async def aclose(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            await asyncio.gather(self._health_task, return_exceptions=True)
+        for deployment in self.deployments.values():
+            if not deployment.provider.local:
+                await deployment.provider.aclose()
+
+    # -- calls ----------------------------------------------------------------------------------------
+    async def generate(self, name: str, request: GenerationRequest) -> Completion:
+        deployment = self.deployments[name]
+        if deployment.provider.local:
+            return await self._llm.generate(name, request)
+        try:
+            async with asyncio.timeout(deployment.provider.provider_config.timeout):
+                return await deployment.provider.generate(request)
+        except TimeoutError as exc:
+            raise self._timeout(deployment) from exc
+
+    def stream(self, name: str, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        deployment = self.deployments[name]
+        if deployment.provider.local:
+            return self._llm.stream(name, request)
+        return deployment.provider.stream(request)
+
+    @staticmethod
+    def _timeout(deployment: Deployment) -> ProviderTimeoutError:
+        limit = deployment.provider.provider_config.timeout
+        return ProviderTimeoutError(f"'{deployment.name}' did not answer within {limit:g} s")
+
+    # -- health ---------------------------------------------------------------------------------------
+    async def _health_loop(self) -> None:
+        while True:
+            await self.check_all()
+            await asyncio.sleep(self._settings.health_check_interval)
+
+    async def check_all(self) -> None:
+        await asyncio.gather(*(self._check(d) for d in self.deployments.values()))
+
+    async def _check(self, deployment: Deployment) -> None:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._settings.health_check_timeout):
+                result = await deployment.provider.health()
+        except TimeoutError:
+            result = Health(False, f"health check timed out after {self._settings.health_check_timeout:g} s")
+        except AppError as exc:
+            result = Health(False, exc.message)
+        except Exception as exc:  # a health check must never take the loop down
+            logger.warning("health check of {} failed unexpectedly: {!r}", deployment.name, exc)
+            result = Health(False, f"{type(exc).__name__}")
+        record = deployment.health
+        record.ok, record.detail = result.ok, result.detail
+        record.checked_at = time.time()
+        record.latency_ms = round((time.perf_counter() - started) * 1000, 2)
+        record.checks += 1
+
+    def describe(self) -> list[dict[str, Any]]:
+        described = []
+        for deployment in self.deployments.values():
+            provider = deployment.provider
+            health = deployment.health
+            entry: dict[str, Any] = {
+                "name": deployment.name,
+                "provider": provider.model_config.provider,
+                "type": provider.provider_config.type,
+                "local": provider.local,
+                "upstream_model": provider.model_config.model,
+                "health": {
+                    "ok": health.ok,
+                    "detail": health.detail,
+                    "checked_at": health.checked_at or None,
+                    "latency_ms": health.latency_ms,
+                },
+                "circuit": deployment.breaker.describe(),
+                "stats": vars(deployment.stats).copy(),
+            }
+            if provider.provider_config.base_url:
+                entry["base_url"] = provider.provider_config.base_url
+            described.append(entry)
+        return described
