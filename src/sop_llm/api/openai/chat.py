@@ -46,6 +46,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, unifie
                 delta: dict[str, Any] = {"role": "assistant", "content": ""}
                 return {"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}
             delta = {"content": chunk.text} if chunk.text else {}
+            if chunk.tool_calls:
+                delta["tool_calls"] = chunk.tool_calls
             return {"index": 0, "delta": delta, "finish_reason": chunk.finish_reason, "logprobs": None}
 
         model, chunks = await open_stream(request, unified, body.model, gen, body.fallbacks)

@@ -33,7 +33,7 @@ async def openai_events(
         async for chunk in chunks:
             if chunk.usage is not None:
                 usage = chunk.usage
-            if chunk.text or chunk.finish_reason is not None:
+            if chunk.text or chunk.tool_calls or chunk.finish_reason is not None:
                 yield sse_event({**base, "choices": [make_choice(chunk)], **extra})
         if include_usage:
             yield sse_event({**base, "choices": [], "usage": usage.as_dict() if usage else None})
