@@ -33,11 +33,24 @@ CASES = [
     ),
     (
         CHAT,
-        {"model": "smollm2", "messages": MSG, "tools": [{"type": "function", "function": {"name": "f"}}]},
+        {"model": "smollm2", "messages": MSG, "tools": [{"type": "function", "function": {}}]},
         400,
-        "unsupported_feature",
-        "tools",
+        "invalid_request",
+        "tools[0] must be",
     ),
+    (
+        CHAT,
+        {
+            "model": "smollm2",
+            "messages": MSG,
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": {"type": "function", "function": {"name": "g"}},
+        },
+        400,
+        "invalid_request",
+        "'g'",
+    ),
+    (GEN, {"prompt": "hi", "fallbacks": ["a", "b", "c", "d", "e", "f"]}, 400, "invalid_request", "at most 5"),
     (
         CHAT,
         {"model": "smollm2", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},

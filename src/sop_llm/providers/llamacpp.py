@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sop_llm.infra.errors import (
@@ -24,6 +25,7 @@ from sop_llm.infra.errors import (
 )
 from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.embedded import resolve_model_path
+from sop_llm.providers.local_tools import parse_tool_call, plain_history, plan_tools
 from sop_llm.providers.registry import register_provider
 from sop_llm.providers.threaded import ThreadStream
 from sop_llm.providers.types import (
@@ -32,6 +34,7 @@ from sop_llm.providers.types import (
     Completion,
     GenerationRequest,
     Health,
+    JsonMode,
     Usage,
 )
 
@@ -60,7 +63,13 @@ class LlamaCppProvider(GenerationProvider):
     """Options (models.yaml `options:`): `n_threads` (default: all cores), `n_batch`, `chat_template`."""
 
     capabilities = frozenset(
-        {Capability.TEXT_GENERATION, Capability.CHAT, Capability.STREAMING, Capability.JSON_SCHEMA}
+        {
+            Capability.TEXT_GENERATION,
+            Capability.CHAT,
+            Capability.STREAMING,
+            Capability.JSON_SCHEMA,
+            Capability.FUNCTION_CALLING,
+        }
     )
     local = True
 
@@ -139,15 +148,38 @@ class LlamaCppProvider(GenerationProvider):
 
     # -- generation ------------------------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> Completion:
+        plan = None
+        tools = request.tools
+        if tools:
+            if request.tool_choice == "none":
+                request = replace(request, messages=plain_history(request.messages or []), tools=None)
+            else:
+                plan = plan_tools(request.messages or [], tools, request.tool_choice)
+                json_mode = JsonMode(plan.forced_schema) if plan.forced_schema is not None else None
+                request = replace(request, messages=plan.messages, json_mode=json_mode, tools=None)
         # One chunk with the whole text: the event loop is not woken for every token.
         last = Chunk()
         async for chunk in self._run(request, per_token=False):
             last = chunk
         assert last.finish_reason is not None and last.usage is not None
+        tool_calls = parse_tool_call(last.text, plan.tool_names) if plan is not None else None
+        if tool_calls:
+            return Completion(text="", finish_reason="tool_calls", usage=last.usage, tool_calls=tool_calls)
         return Completion(text=last.text, finish_reason=last.finish_reason, usage=last.usage)
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        if request.tools:
+            return self._stream_with_tools(request)
         return self._run(request, per_token=True)
+
+    async def _stream_with_tools(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """A tool call is only known once the answer is complete, so it is sent as one delta."""
+        completion = await self.generate(request)
+        if completion.tool_calls:
+            yield Chunk(tool_calls=[{"index": i, **call} for i, call in enumerate(completion.tool_calls)])
+        elif completion.text:
+            yield Chunk(text=completion.text)
+        yield Chunk(finish_reason=completion.finish_reason, usage=completion.usage)
 
     async def _run(self, request: GenerationRequest, per_token: bool) -> AsyncIterator[Chunk]:
         if self._executor is None:

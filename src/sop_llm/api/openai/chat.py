@@ -57,6 +57,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, unifie
     message: dict[str, Any] = {"role": "assistant", "content": completion.text, "refusal": None}
     if completion.tool_calls:
         message["tool_calls"] = completion.tool_calls
+        message["content"] = completion.text or None  # OpenAI sends null content beside tool calls
     return json_response(
         {
             "id": completion_id,
