@@ -41,6 +41,9 @@ format: install
 	$(BIN)/ruff format src tests bench
 
 bench: install
+	# The gateway benchmark needs nginx (static mock upstream) and wrk (load) from Debian.
+	command -v wrk >/dev/null && (command -v nginx || test -x /usr/sbin/nginx) >/dev/null || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light wrk
 	$(BIN)/python -m bench
 
 clean:

@@ -7,7 +7,7 @@ import os
 import platform
 from pathlib import Path
 
-from bench import embeddings, generation
+from bench import embeddings, gateway, generation
 from bench.service import Service
 
 
@@ -33,6 +33,16 @@ def main() -> None:
             f"{emb['http_c64_float_per_s']:.0f}/s ({emb['ratio_float']:.0%}) | cached p50 "
             f"{emb['cached_request_p50_ms']:.2f} ms"
         )
+    gw = gateway.run()
+    results["gateway"] = gw
+    summary = gw["summary"]
+    print(
+        f"gateway (static mock upstream): added latency at c1 p50 {summary['service_added_p50_ms']:.2f} ms, "
+        f"p99 {summary['service_added_p99_ms']:.2f} ms (pass-through: {summary['passthrough_added_p50_ms']:.2f} / "
+        f"{summary['passthrough_added_p99_ms']:.2f} ms) | c64: service {gw['service_c64']['rps']:.0f}/s vs "
+        f"pass-through {gw['passthrough_c64']['rps']:.0f}/s ({summary['service_vs_passthrough_c64']:.0%}), "
+        f"direct {gw['direct_c64']['rps']:.0f}/s"
+    )
     out = Path("bench/results/latest.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

@@ -1,4 +1,8 @@
-"""FastAPI dependencies: services live on `app.state`, handed out through these aliases."""
+"""FastAPI dependencies: services live on `app.state`, handed out through these aliases.
+
+They are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool, which measurably cost
+throughput on every request.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +15,19 @@ from sop_llm.services.embedding_manager import EmbeddingManager
 from sop_llm.services.unified_llm import UnifiedLLM
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def get_unified(request: Request) -> UnifiedLLM:
-    return get_services(request).unified
+async def get_unified(request: Request) -> UnifiedLLM:
+    services: Services = request.app.state.services
+    return services.unified
 
 
-def get_embeddings(request: Request) -> EmbeddingManager:
-    return get_services(request).embeddings
+async def get_embeddings(request: Request) -> EmbeddingManager:
+    services: Services = request.app.state.services
+    return services.embeddings
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
