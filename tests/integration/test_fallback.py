@@ -37,6 +37,7 @@ providers:
   fake: {{type: openai, base_url: "{upstream.url}", timeout: 5}}
   fake-impatient: {{type: openai, base_url: "{upstream.url}", timeout: 0.5}}
   nowhere: {{type: openai, base_url: "http://127.0.0.1:{free_port()}/v1"}}
+  claude-without-key: {{type: anthropic, api_key: "${{SOP_TEST_UNSET_KEY:-}}"}}
 """
     )
     (folder / "models.yaml").write_text(
@@ -55,6 +56,7 @@ models:
   hangs: {provider: fake, model: hang}
   breaker: {provider: fake, model: breaker}
   idle: {provider: fake, model: idle}
+  keyless: {provider: claude-without-key, model: claude-x, fallbacks: [good]}
 """
     )
     (folder / "embeddings.yaml").write_text("embeddings: {}\n")
@@ -244,3 +246,12 @@ def test_client_disconnect_cancels_the_upstream_request(service: LiveServer, ups
         time.sleep(0.05)
     assert upstream.aborted["hang"] == 1
     assert upstream.count("hang") == 1
+
+
+def test_a_deployment_without_its_key_does_not_stop_the_service(client: openai.OpenAI, service: LiveServer) -> None:
+    assert _ask(client, "keyless").model == "good"  # it fails over like any unavailable deployment
+    deadline = time.monotonic() + 10
+    while (health := _stats(service, "keyless")["health"])["ok"] is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert health["ok"] is False
+    assert "ANTHROPIC_API_KEY" in health["detail"]

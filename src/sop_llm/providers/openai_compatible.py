@@ -31,22 +31,11 @@ from sop_llm.infra.errors import (
 )
 from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.registry import register_provider
+from sop_llm.providers.retry_after import retry_after_seconds
 from sop_llm.providers.types import Capability, Chunk, Completion, FinishReason, GenerationRequest, Health, Usage
 
 if TYPE_CHECKING:
     import aiohttp
-
-
-def _retry_after(headers: Any) -> float | None:
-    if "retry-after-ms" in headers:
-        try:
-            return float(headers["retry-after-ms"]) / 1000
-        except ValueError:
-            pass
-    try:
-        return float(headers["retry-after"]) if "retry-after" in headers else None
-    except ValueError:
-        return None  # an HTTP date: let the retry loop use its own backoff
 
 
 def _upstream_message(body: bytes) -> str:
@@ -63,13 +52,13 @@ def status_error(name: str, status: int, headers: Any, body: bytes) -> AppError:
     """Translate an upstream HTTP error status into the service's error tree."""
     detail = f"'{name}' upstream answered {status}: {_upstream_message(body)}"
     if status == 429:
-        return ProviderRateLimitError(detail, retry_after=_retry_after(headers))
+        return ProviderRateLimitError(detail, retry_after=retry_after_seconds(headers))
     if status in (401, 403):
         return ProviderAuthError(f"'{name}' upstream refused the credentials ({status}); check its api_key")
     if status in (400, 413, 422):
         return ProviderBadRequestError(detail)
     if status in (408, 502, 503, 504, 529):
-        return ProviderNotAvailableError(detail, retry_after=_retry_after(headers))
+        return ProviderNotAvailableError(detail, retry_after=retry_after_seconds(headers))
     return ProviderError(detail)
 
 

@@ -65,8 +65,14 @@ class ProviderManager:
 
     async def start(self) -> None:
         for deployment in self.deployments.values():
-            if not deployment.provider.local:
+            if deployment.provider.local:
+                continue
+            try:
                 await deployment.provider.load()  # opens a client session; no network traffic
+            except AppError as exc:
+                # One misconfigured deployment (say, a missing key) must not stop the service: its health says
+                # why, and calls to it fail over to the next deployment.
+                logger.error("{} is unavailable: {}", deployment.name, exc.message)
         self._health_task = asyncio.create_task(self._health_loop(), name="provider-health")
 
     async def aclose(self) -> None:
