@@ -6,6 +6,7 @@ import pytest
 
 from sop_llm.infra.model_config import ConfigError, load_service_config
 from sop_llm.infra.settings import Settings
+from sop_llm.providers.registry import provider_types
 
 pytestmark = pytest.mark.unit
 TYPES = {"llamacpp", "sentence_transformers"}
@@ -19,7 +20,7 @@ def write(folder: Path, providers: str, models: str, embeddings: str = "embeddin
 
 
 def test_shipped_config_is_valid() -> None:
-    config = load_service_config(Path("config"), TYPES)
+    config = load_service_config(Path("config"), provider_types())
     assert config.models["smollm2-135m"].provider == "llamacpp"
     assert "text-embedding-3-small" in config.embeddings["all-minilm-l6-v2"].aliases
 
@@ -84,3 +85,27 @@ def test_settings_use_the_seed_names() -> None:
 def test_settings_refuse_fixer_without_model() -> None:
     with pytest.raises(ValueError, match="JSON_FIXER_MODEL"):
         Settings(_env_file=None, JSON_FIXER_ENABLED=True, JSON_FIXER_MODEL="")  # type: ignore[call-arg]
+
+
+def test_env_references_are_expanded(tmp_path: Path) -> None:
+    folder = write(
+        tmp_path,
+        "providers:\n  p: {type: llamacpp, api_key: '${SOME_KEY}', base_url: '${BASE:-http://x/v1}'}\n",
+        "models: {}\n",
+    )
+    config = load_service_config(folder, TYPES, {"SOME_KEY": "s3cret"})
+    provider = config.providers["p"]
+    assert provider.api_key is not None
+    assert provider.api_key.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(provider)
+    assert provider.base_url == "http://x/v1"
+    with pytest.raises(ConfigError, match="SOME_KEY is not set"):
+        load_service_config(folder, TYPES, {})
+
+
+def test_fallbacks_must_name_models(tmp_path: Path) -> None:
+    folder = write(
+        tmp_path, "providers:\n  p: {type: llamacpp}\n", "models:\n  a: {provider: p, model: x, fallbacks: [b]}\n"
+    )
+    with pytest.raises(ConfigError, match=r"models.a.fallbacks: 'b' is not a model"):
+        load_service_config(folder, TYPES)

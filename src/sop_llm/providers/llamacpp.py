@@ -12,10 +12,11 @@ import asyncio
 import json
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sop_llm.infra.errors import (
     BadRequestError,
@@ -27,7 +28,7 @@ from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.embedded import resolve_model_path
 from sop_llm.providers.local_tools import parse_tool_call, plain_history, plan_tools
 from sop_llm.providers.registry import register_provider
-from sop_llm.providers.threaded import ThreadStream
+from sop_llm.providers.threaded import Counters, ThreadStream
 from sop_llm.providers.types import (
     Capability,
     Chunk,
@@ -41,21 +42,6 @@ from sop_llm.providers.types import (
 if TYPE_CHECKING:
     from llama_cpp import Llama
     from llama_cpp.llama_grammar import LlamaGrammar
-
-
-class _Counters:
-    """Thread-safe counters read by /api/v1/models (they show that cancelled work really stopped)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.tokens_generated = 0
-        self.generations = 0
-        self.cancelled = 0
-
-    def add(self, **deltas: int) -> None:
-        with self._lock:
-            for name, delta in deltas.items():
-                setattr(self, name, getattr(self, name) + delta)
 
 
 @register_provider("llamacpp")
@@ -80,7 +66,7 @@ class LlamaCppProvider(GenerationProvider):
         self._executor: ThreadPoolExecutor | None = None
         self._formatter: Any = None
         self._eos_text = ""
-        self.counters = _Counters()
+        self.counters = Counters()
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def load(self) -> None:
@@ -188,8 +174,12 @@ class LlamaCppProvider(GenerationProvider):
         grammar = self._grammar(request)
         llama = await self._pool.get()
         produce = self._producer(llama, prompt, stop, grammar, request, per_token)
-        async for chunk in ThreadStream(self._executor, produce, lambda: self._pool.put_nowait(llama)):
-            yield chunk
+        stream = ThreadStream(self._executor, produce, lambda: self._pool.put_nowait(llama))
+        # Close the bridge as soon as this generator closes (not when garbage collection gets to it), so the
+        # cancel flag is set at once.
+        async with aclosing(cast(AsyncGenerator[Chunk, None], aiter(stream))) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     def _render(self, request: GenerationRequest) -> tuple[str, list[str]]:
         if request.prompt is not None:

@@ -17,6 +17,22 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+class Counters:
+    """Thread-safe counters a local provider updates from its worker thread and reports in `stats()`; they show
+    that cancelled work really stopped."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.tokens_generated = 0
+        self.generations = 0
+        self.cancelled = 0
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+
 class _Done:
     pass
 

@@ -24,6 +24,7 @@ class Admission:
     peak_active: int = 0
     completed: int = 0
     failed: int = 0
+    cancelled: int = 0  # the client went away or the request was cancelled
 
 
 @dataclass
@@ -100,6 +101,7 @@ class LLMManager:
                 "peak_active": a.peak_active,
                 "completed": a.completed,
                 "failed": a.failed,
+                "requests_cancelled": a.cancelled,
                 **model.provider.stats(),
             },
         }
@@ -127,6 +129,9 @@ class LLMManager:
         try:
             yield model.provider
             a.completed += 1
+        except (asyncio.CancelledError, GeneratorExit):
+            a.cancelled += 1
+            raise
         except BaseException:
             a.failed += 1
             raise
