@@ -15,6 +15,12 @@ from sop_llm.services.embedding_manager import EmbeddingManager
 from sop_llm.services.unified_llm import UnifiedLLM
 
 
+def services_of(request: Request) -> Services:
+    """The services, for hot-path routes that skip dependency injection."""
+    services: Services = request.app.state.services
+    return services
+
+
 async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services

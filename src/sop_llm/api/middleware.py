@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sop_llm.infra.trace import set_trace_id, trace_id_from_headers
@@ -24,10 +23,11 @@ class TraceMiddleware:
                 traceparent = value.decode("latin-1")
         trace_id = trace_id_from_headers(request_id, traceparent)
         set_trace_id(trace_id)
+        header = (b"x-request-id", trace_id.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message).append("X-Request-ID", trace_id)
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         await self.app(scope, receive, send_with_id)

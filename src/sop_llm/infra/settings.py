@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "human", "json"] = Field("auto", alias="LOG_FORMAT")
     log_file: Path | None = Field(None, alias="LOG_FILE")
     log_access: bool = Field(False, alias="LOG_ACCESS")
+    otel_enabled: bool = Field(False, alias="OTEL_ENABLED")
 
     @model_validator(mode="after")
     def _fixer_needs_a_model(self) -> Settings:

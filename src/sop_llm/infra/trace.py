@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import random
 import re
-import uuid
 from contextvars import ContextVar
 
 _trace_id: ContextVar[str] = ContextVar("trace_id", default="-")
@@ -20,7 +20,8 @@ def set_trace_id(value: str) -> None:
 
 
 def new_trace_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as hex. Request ids need uniqueness, not secrecy: no system call on every request."""
+    return f"{random.getrandbits(128):032x}"
 
 
 def trace_id_from_headers(request_id: str | None, traceparent: str | None) -> str:

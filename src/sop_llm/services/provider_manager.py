@@ -15,7 +15,7 @@ from typing import Any
 
 from loguru import logger
 
-from sop_llm.infra.errors import AppError, ProviderTimeoutError
+from sop_llm.infra.errors import AppError
 from sop_llm.infra.settings import Settings
 from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.types import Chunk, Completion, GenerationRequest, Health
@@ -88,22 +88,13 @@ class ProviderManager:
         deployment = self.deployments[name]
         if deployment.provider.local:
             return await self._llm.generate(name, request)
-        try:
-            async with asyncio.timeout(deployment.provider.provider_config.timeout):
-                return await deployment.provider.generate(request)
-        except TimeoutError as exc:
-            raise self._timeout(deployment) from exc
+        return await deployment.provider.generate(request)  # remote providers enforce their own `timeout`
 
     def stream(self, name: str, request: GenerationRequest) -> AsyncIterator[Chunk]:
         deployment = self.deployments[name]
         if deployment.provider.local:
             return self._llm.stream(name, request)
         return deployment.provider.stream(request)
-
-    @staticmethod
-    def _timeout(deployment: Deployment) -> ProviderTimeoutError:
-        limit = deployment.provider.provider_config.timeout
-        return ProviderTimeoutError(f"'{deployment.name}' did not answer within {limit:g} s")
 
     # -- health ---------------------------------------------------------------------------------------
     async def _health_loop(self) -> None:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from sop_llm.api.deps import UnifiedDep
+from sop_llm.api.body import documented_body, parse_body
+from sop_llm.api.deps import UnifiedDep, services_of
 from sop_llm.api.disconnect import cancel_on_disconnect
 from sop_llm.api.generation import open_stream
 from sop_llm.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 from sop_llm.api.openai.streaming import openai_events
 from sop_llm.api.responses import EventStreamResponse, json_response
+from sop_llm.infra.trace import new_trace_id
 from sop_llm.providers.types import Chunk, GenerationRequest
 
 router = APIRouter(tags=["openai"])
@@ -34,11 +35,13 @@ def _chat_request(body: ChatCompletionRequest, default_max: int) -> GenerationRe
     )
 
 
-@router.post("/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: Request, unified: UnifiedDep) -> Response:
+@router.post("/chat/completions", openapi_extra=documented_body(ChatCompletionRequest))
+async def chat_completions(request: Request) -> Response:
+    body = await parse_body(request, ChatCompletionRequest)
+    unified = services_of(request).unified
     gen = _chat_request(body, unified.default_max_tokens)
     created = int(time.time())
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    completion_id = f"chatcmpl-{new_trace_id()}"
     if body.stream:
 
         def choice(chunk: Chunk | None) -> dict[str, Any]:
@@ -83,7 +86,7 @@ async def completions(body: CompletionRequest, request: Request, unified: Unifie
         json_mode=body.response_format.to_json_mode() if body.response_format else None,
     )
     created = int(time.time())
-    completion_id = f"cmpl-{uuid.uuid4().hex}"
+    completion_id = f"cmpl-{new_trace_id()}"
     if body.stream:
 
         def choice(chunk: Chunk | None) -> dict[str, Any]:
