@@ -59,9 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (native_health, native_models, native_embeddings, native_providers):
         app.include_router(module.router, prefix="/api/v1")
-    # The gateway's hottest route is served as a plain Starlette route, ahead of FastAPI's APIRoute machinery
-    # (dependency solving, query and cookie parsing on every request); its FastAPI declaration stays for /docs.
+    # The hottest routes are served as plain Starlette routes, ahead of FastAPI's APIRoute machinery (dependency
+    # solving, query and cookie parsing on every request); their FastAPI declarations stay for /docs.
     app.router.add_route("/v1/chat/completions", openai_chat.chat_completions, methods=["POST"])
+    app.router.add_route("/v1/embeddings", openai_embeddings.embeddings, methods=["POST"])
     for module in (openai_chat, openai_embeddings, openai_models):
         app.include_router(module.router, prefix="/v1")
     return app

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 
 from fastapi import APIRouter
+from starlette.requests import Request
 from starlette.responses import Response
 
-from sop_llm.api.deps import EmbeddingsDep
+from sop_llm.api.body import documented_body, parse_body
+from sop_llm.api.deps import services_of
 from sop_llm.api.openai.protocol import EmbeddingRequest
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import BadRequestError
@@ -15,8 +17,10 @@ from sop_llm.infra.errors import BadRequestError
 router = APIRouter(tags=["openai"])
 
 
-@router.post("/embeddings")
-async def embeddings(body: EmbeddingRequest, manager: EmbeddingsDep) -> Response:
+@router.post("/embeddings", openapi_extra=documented_body(EmbeddingRequest))
+async def embeddings(request: Request) -> Response:
+    body = await parse_body(request, EmbeddingRequest)
+    manager = services_of(request).embeddings
     model = manager.get(body.model)
     result = await manager.embed(model.name, body.texts())
     dims = int(result.vectors.shape[1])
