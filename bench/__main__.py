@@ -7,7 +7,7 @@ import os
 import platform
 from pathlib import Path
 
-from bench import embeddings, gateway, generation
+from bench import embeddings, gateway, generation, structured
 from bench.service import Service
 
 
@@ -45,6 +45,9 @@ def main() -> None:
             f"{emb['http_c64_float_per_s']:.0f}/s ({emb['ratio_float']:.0%}) | cached p50 "
             f"{emb['cached_request_p50_ms']:.2f} ms"
         )
+        json_counts = structured.run(service.url)
+        results["structured_output"] = json_counts
+        print(f"structured output (30 json_schema prompts, SmolLM2 generator and fixer): {json_counts}")
     out = Path("bench/results/latest.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

@@ -13,6 +13,7 @@ from sop_llm.api.errors import install_error_handlers
 from sop_llm.api.middleware import TraceMiddleware
 from sop_llm.api.native import embeddings as native_embeddings
 from sop_llm.api.native import health as native_health
+from sop_llm.api.native import json_fix as native_json
 from sop_llm.api.native import models as native_models
 from sop_llm.api.native import providers as native_providers
 from sop_llm.api.openai import chat as openai_chat
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     app.add_middleware(TraceMiddleware)
     install_error_handlers(app)
-    for module in (native_health, native_models, native_embeddings, native_providers):
+    for module in (native_health, native_models, native_embeddings, native_providers, native_json):
         app.include_router(module.router, prefix="/api/v1")
     # The hottest routes are served as plain Starlette routes, ahead of FastAPI's APIRoute machinery (dependency
     # solving, query and cookie parsing on every request); their FastAPI declarations stay for /docs.

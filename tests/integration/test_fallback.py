@@ -57,6 +57,7 @@ models:
   breaker: {provider: fake, model: breaker}
   idle: {provider: fake, model: idle}
   keyless: {provider: claude-without-key, model: claude-x, fallbacks: [good]}
+  fixer-down: {provider: fake, model: fail-503}
 """
     )
     (folder / "embeddings.yaml").write_text("embeddings: {}\n")
@@ -69,6 +70,7 @@ models:
             CIRCUIT_FAILURE_THRESHOLD=FAILURE_THRESHOLD,
             CIRCUIT_COOLDOWN_SECONDS=COOLDOWN,
             HEALTH_CHECK_INTERVAL=0.2,
+            JSON_FIXER_MODEL="fixer-down",
         )
     ).start()
     yield live
@@ -255,3 +257,14 @@ def test_a_deployment_without_its_key_does_not_stop_the_service(client: openai.O
         time.sleep(0.1)
     assert health["ok"] is False
     assert "ANTHROPIC_API_KEY" in health["detail"]
+
+
+def test_transport_errors_are_never_fed_into_a_json_re_ask(service: LiveServer, upstream: FakeOpenAI) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    before = upstream.count("fail-503")
+    response = httpx.post(f"{service.url}/api/v1/json/fix", json={"text": '{"b": 1}', "schema": schema})
+    # The fixer's upstream is down: the answer is that transport error after UnifiedLLM's one retry loop
+    # (LLM_RETRIES=1: exactly two calls), not a 422 after a second fixer attempt re-asking about the error.
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "provider_not_available"
+    assert upstream.count("fail-503") - before == 2

@@ -1,22 +1,32 @@
-"""Start a generation stream for either API surface: route, fall back until a first chunk arrives, and watch for
-a disconnect meanwhile, so errors that happen before any output are still plain HTTP errors."""
+"""Run a generation for either API surface: through the JSON pipeline when JSON was asked for, otherwise straight
+through UnifiedLLM; a disconnect cancels the work. Streams are opened (routed, fallen back, first chunk received)
+before the response starts, so errors that happen before any output are still plain HTTP errors."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 
 from sop_llm.api.disconnect import cancel_on_disconnect
-from sop_llm.providers.types import Chunk, GenerationRequest
-from sop_llm.services.unified_llm import UnifiedLLM
+from sop_llm.providers.types import Chunk, Completion, GenerationRequest
+from sop_llm.services.container import Services
+
+
+async def generate(
+    request: Request, services: Services, model: str | None, gen: GenerationRequest, fallbacks: list[str] | None
+) -> tuple[str, Completion, dict[str, Any] | None]:
+    """(model that answered, completion, JSON verdict or None)."""
+    if gen.json_mode is None:
+        name, completion = await cancel_on_disconnect(request, services.unified.generate(model, gen, fallbacks))
+        return name, completion, None
+    name, completion, outcome = await cancel_on_disconnect(request, services.structured.generate(model, gen, fallbacks))
+    return name, completion, outcome.describe()
 
 
 async def open_stream(
-    request: Request,
-    unified: UnifiedLLM,
-    model: str | None,
-    gen: GenerationRequest,
-    fallbacks: list[str] | None = None,
+    request: Request, services: Services, model: str | None, gen: GenerationRequest, fallbacks: list[str] | None
 ) -> tuple[str, AsyncIterator[Chunk]]:
-    return await cancel_on_disconnect(request, unified.open_stream(model, gen, fallbacks))
+    source = services.unified.open_stream if gen.json_mode is None else services.structured.open_stream
+    return await cancel_on_disconnect(request, source(model, gen, fallbacks))

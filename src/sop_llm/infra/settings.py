@@ -57,6 +57,8 @@ class Settings(BaseSettings):
 
     json_fixer_enabled: bool = Field(True, alias="JSON_FIXER_ENABLED")
     json_fixer_model: str = Field("smollm2-135m", alias="JSON_FIXER_MODEL")
+    json_fixer_max_attempts: int = Field(2, ge=1, le=5, alias="JSON_FIXER_MAX_ATTEMPTS")
+    json_fixer_max_tokens: int = Field(1024, ge=16, alias="JSON_FIXER_MAX_TOKENS")
 
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_format: Literal["auto", "human", "json"] = Field("auto", alias="LOG_FORMAT")

@@ -18,6 +18,8 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
+from loguru import logger
+
 from sop_llm.infra.errors import (
     BadRequestError,
     ContextLengthExceededError,
@@ -33,6 +35,7 @@ from sop_llm.providers.types import (
     Capability,
     Chunk,
     Completion,
+    Constraint,
     GenerationRequest,
     Health,
     JsonMode,
@@ -151,7 +154,7 @@ class LlamaCppProvider(GenerationProvider):
         tool_calls = parse_tool_call(last.text, plan.tool_names) if plan is not None else None
         if tool_calls:
             return Completion(text="", finish_reason="tool_calls", usage=last.usage, tool_calls=tool_calls)
-        return Completion(text=last.text, finish_reason=last.finish_reason, usage=last.usage)
+        return Completion(last.text, last.finish_reason, last.usage, constraint=last.constraint)
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         if request.tools:
@@ -171,9 +174,9 @@ class LlamaCppProvider(GenerationProvider):
         if self._executor is None:
             raise ProviderInitializationError(f"model '{self.name}' is not loaded")
         prompt, stop = self._render(request)
-        grammar = self._grammar(request)
+        grammar, constraint = self._grammar(request)
         llama = await self._pool.get()
-        produce = self._producer(llama, prompt, stop, grammar, request, per_token)
+        produce = self._producer(llama, prompt, stop, grammar, request, per_token, constraint)
         stream = ThreadStream(self._executor, produce, lambda: self._pool.put_nowait(llama))
         # Close the bridge as soon as this generator closes (not when garbage collection gets to it), so the
         # cancel flag is set at once.
@@ -198,20 +201,21 @@ class LlamaCppProvider(GenerationProvider):
             raise BadRequestError(f"the messages do not fit the model's chat template: {exc}") from exc
         return result.prompt, [*request.stop, self._eos_text]
 
-    @staticmethod
-    def _grammar(request: GenerationRequest) -> LlamaGrammar | None:
+    def _grammar(self, request: GenerationRequest) -> tuple[LlamaGrammar | None, Constraint | None]:
+        """The grammar for a JSON request, and how much it constrains: the schema, or JSON syntax only when
+        llama.cpp cannot compile the schema (the JSON pipeline then still validates against it)."""
         if request.json_mode is None:
-            return None
+            return None, None
         from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
-        if request.json_mode.schema is None:
-            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        try:
-            return LlamaGrammar.from_json_schema(json.dumps(request.json_mode.schema), verbose=False)
-        except Exception as exc:
-            raise UnsupportedFeatureError(
-                f"llama.cpp cannot turn this JSON schema into a grammar: {exc}", param="response_format"
-            ) from exc
+        if request.json_mode.schema is not None:
+            try:
+                return LlamaGrammar.from_json_schema(json.dumps(request.json_mode.schema), verbose=False), "schema"
+            except Exception as exc:  # the converter raises plain exceptions for unsupported keywords
+                logger.info(
+                    "model {}: schema not compilable to a grammar ({}); constraining to JSON only", self.name, exc
+                )
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False), "json"
 
     def _producer(
         self,
@@ -221,6 +225,7 @@ class LlamaCppProvider(GenerationProvider):
         grammar: LlamaGrammar | None,
         request: GenerationRequest,
         per_token: bool,
+        constraint: Constraint | None,
     ) -> Callable[[Callable[[Chunk], None], threading.Event], None]:
         counters = self.counters
 
@@ -274,6 +279,7 @@ class LlamaCppProvider(GenerationProvider):
             else:
                 completion_tokens = len(llama.tokenize(generated.encode("utf-8"), add_bos=False, special=False))
             usage = Usage(len(tokens), completion_tokens)
-            emit(Chunk(text="" if per_token else generated, finish_reason=finish, usage=usage))
+            text_out = "" if per_token else generated
+            emit(Chunk(text=text_out, finish_reason=finish, usage=usage, constraint=constraint))
 
         return produce

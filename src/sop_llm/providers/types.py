@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "cancelled"]
+# How a provider honoured a JSON request: constrained to the schema, to JSON syntax only, or not at all.
+Constraint = Literal["schema", "json", "none"]
 
 
 class Capability(enum.StrEnum):
@@ -84,6 +86,8 @@ class Chunk:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    constraint: Constraint | None = None  # on the last chunk of a JSON request
+    json: Any = None  # the structured-output verdict, added to the last chunk by the JSON pipeline
 
 
 @dataclass(slots=True)
@@ -92,6 +96,7 @@ class Completion:
     finish_reason: FinishReason
     usage: Usage
     tool_calls: list[dict[str, Any]] | None = None
+    constraint: Constraint | None = None  # for JSON requests: how the provider constrained the output
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,10 @@ from sop_llm.infra.settings import Settings
 from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.registry import generation_provider, provider_types
 from sop_llm.services.embedding_manager import EmbeddingManager
+from sop_llm.services.json_fixer import JSONFixer
 from sop_llm.services.llm_manager import LLMManager
 from sop_llm.services.provider_manager import ProviderManager
+from sop_llm.services.structured_output import StructuredOutput
 from sop_llm.services.unified_llm import UnifiedLLM
 
 
@@ -26,6 +28,7 @@ class Services:
     providers: ProviderManager
     embeddings: EmbeddingManager
     unified: UnifiedLLM
+    structured: StructuredOutput
     started_at: float = field(default_factory=time.time)
 
     async def start(self) -> None:
@@ -57,6 +60,7 @@ def build_services(settings: Settings) -> Services:
         providers[name] = generation_provider(provider_config.type)(name, model, provider_config)
     llm = LLMManager(settings, {name: p for name, p in providers.items() if p.local})
     provider_manager = ProviderManager(settings, providers, llm)
+    unified = UnifiedLLM(settings, config, provider_manager, llm)
     return Services(
         settings=settings,
         config=config,
@@ -64,5 +68,6 @@ def build_services(settings: Settings) -> Services:
         llm=llm,
         providers=provider_manager,
         embeddings=EmbeddingManager(settings, config, cache),
-        unified=UnifiedLLM(settings, config, provider_manager, llm),
+        unified=unified,
+        structured=StructuredOutput(unified, JSONFixer(settings, unified)),
     )

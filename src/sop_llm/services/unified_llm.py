@@ -66,6 +66,9 @@ class UnifiedLLM:
             )
         return canonical
 
+    def capabilities_of(self, name: str) -> frozenset[Capability]:
+        return self._providers.deployments[name].provider.capabilities
+
     def names(self) -> list[str]:
         return list(self._config.models)
 
@@ -115,8 +118,6 @@ class UnifiedLLM:
             missing = needed - deployments[0].provider.capabilities
             what = ", ".join(_CAPABILITY_WORDS.get(c, c.value) for c in sorted(missing))
             param = "tools" if Capability.FUNCTION_CALLING in missing else None
-            if Capability.JSON_SCHEMA in missing:
-                param = "response_format"
             raise UnsupportedFeatureError(
                 f"model '{primary}' does not support {what}, and none of its fallbacks does", param=param
             )
@@ -203,7 +204,6 @@ _CAPABILITY_WORDS = {
     Capability.FUNCTION_CALLING: "tools (function calling)",
     Capability.CHAT: "chat messages",
     Capability.TEXT_GENERATION: "raw prompts",
-    Capability.JSON_SCHEMA: "response_format / json_schema",
 }
 
 
@@ -211,8 +211,6 @@ def _needed_capabilities(request: GenerationRequest) -> frozenset[Capability]:
     needed = {Capability.CHAT if request.messages is not None else Capability.TEXT_GENERATION}
     if request.tools and request.tool_choice != "none":
         needed.add(Capability.FUNCTION_CALLING)
-    if request.json_mode is not None:
-        needed.add(Capability.JSON_SCHEMA)  # never silently drop a JSON request on a provider that ignores it
     return frozenset(needed)
 
 

@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from sop_llm.api.deps import ServicesDep, UnifiedDep
-from sop_llm.api.disconnect import cancel_on_disconnect
+from sop_llm.api.deps import ServicesDep
 from sop_llm.api.errors import native_body
-from sop_llm.api.generation import open_stream
+from sop_llm.api.generation import generate, open_stream
 from sop_llm.api.native.schemas import GenerateBody
 from sop_llm.api.responses import EventStreamResponse, json_response, sse_event
 from sop_llm.infra.errors import AppError, BadRequestError, ModelNotFoundError
@@ -30,20 +31,23 @@ async def list_models(services: ServicesDep) -> Response:
 
 
 @router.post("/models/generate")
-async def generate(body: GenerateBody, request: Request, unified: UnifiedDep) -> Response:
+async def generate_text(body: GenerateBody, request: Request, services: ServicesDep) -> Response:
+    """With `json_schema`, the answer is schema-valid JSON (or a 422 with every attempt) and `json` says how it
+    was obtained: `{"value", "provenance", "attempts", "constraint"}`."""
     gen_request = body.to_request()
     if body.stream:
-        model, chunks = await open_stream(request, unified, body.model, gen_request, body.fallbacks)
+        model, chunks = await open_stream(request, services, body.model, gen_request, body.fallbacks)
         return EventStreamResponse(_native_events(model, chunks))
-    model, completion = await cancel_on_disconnect(request, unified.generate(body.model, gen_request, body.fallbacks))
-    return json_response(
-        {
-            "model": model,
-            "text": completion.text,
-            "finish_reason": completion.finish_reason,
-            "usage": completion.usage.as_dict(),
-        }
-    )
+    model, completion, verdict = await generate(request, services, body.model, gen_request, body.fallbacks)
+    reply: dict[str, Any] = {
+        "model": model,
+        "text": completion.text,
+        "finish_reason": completion.finish_reason,
+        "usage": completion.usage.as_dict(),
+    }
+    if verdict is not None:
+        reply["json"] = {"value": orjson.loads(completion.text), **verdict}
+    return json_response(reply)
 
 
 async def _native_events(model: str, chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:
@@ -54,7 +58,10 @@ async def _native_events(model: str, chunks: AsyncIterator[Chunk]) -> AsyncItera
                 yield sse_event({"text": chunk.text}, "token")
             if chunk.finish_reason is not None:
                 usage = chunk.usage.as_dict() if chunk.usage else None
-                yield sse_event({"model": model, "finish_reason": chunk.finish_reason, "usage": usage}, "done")
+                done: dict[str, Any] = {"model": model, "finish_reason": chunk.finish_reason, "usage": usage}
+                if chunk.json is not None:
+                    done["json"] = chunk.json
+                yield sse_event(done, "done")
     except AppError as exc:
         yield sse_event(native_body(exc), "error")
 

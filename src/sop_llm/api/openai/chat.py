@@ -9,11 +9,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from sop_llm.api.body import documented_body, parse_body
-from sop_llm.api.deps import UnifiedDep, services_of
-from sop_llm.api.disconnect import cancel_on_disconnect
-from sop_llm.api.generation import open_stream
+from sop_llm.api.deps import ServicesDep, services_of
+from sop_llm.api.generation import generate, open_stream
 from sop_llm.api.openai.protocol import ChatCompletionRequest, CompletionRequest
-from sop_llm.api.openai.streaming import openai_events
+from sop_llm.api.openai.streaming import JSON_VERDICT_FIELD, openai_events
 from sop_llm.api.responses import EventStreamResponse, json_response
 from sop_llm.infra.trace import new_trace_id
 from sop_llm.providers.types import Chunk, GenerationRequest
@@ -38,8 +37,8 @@ def _chat_request(body: ChatCompletionRequest, default_max: int) -> GenerationRe
 @router.post("/chat/completions", openapi_extra=documented_body(ChatCompletionRequest))
 async def chat_completions(request: Request) -> Response:
     body = await parse_body(request, ChatCompletionRequest)
-    unified = services_of(request).unified
-    gen = _chat_request(body, unified.default_max_tokens)
+    services = services_of(request)
+    gen = _chat_request(body, services.unified.default_max_tokens)
     created = int(time.time())
     completion_id = f"chatcmpl-{new_trace_id()}"
     if body.stream:
@@ -53,29 +52,30 @@ async def chat_completions(request: Request) -> Response:
                 delta["tool_calls"] = chunk.tool_calls
             return {"index": 0, "delta": delta, "finish_reason": chunk.finish_reason, "logprobs": None}
 
-        model, chunks = await open_stream(request, unified, body.model, gen, body.fallbacks)
+        model, chunks = await open_stream(request, services, body.model, gen, body.fallbacks)
         base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
         return EventStreamResponse(openai_events(chunks, base, choice, body.include_usage))
-    model, completion = await cancel_on_disconnect(request, unified.generate(body.model, gen, body.fallbacks))
+    model, completion, verdict = await generate(request, services, body.model, gen, body.fallbacks)
     message: dict[str, Any] = {"role": "assistant", "content": completion.text, "refusal": None}
     if completion.tool_calls:
         message["tool_calls"] = completion.tool_calls
         message["content"] = completion.text or None  # OpenAI sends null content beside tool calls
-    return json_response(
-        {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "message": message, "finish_reason": completion.finish_reason, "logprobs": None}],
-            "usage": completion.usage.as_dict(),
-        }
-    )
+    reply: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "message": message, "finish_reason": completion.finish_reason, "logprobs": None}],
+        "usage": completion.usage.as_dict(),
+    }
+    if verdict is not None:
+        reply[JSON_VERDICT_FIELD] = verdict
+    return json_response(reply)
 
 
 @router.post("/completions")
-async def completions(body: CompletionRequest, request: Request, unified: UnifiedDep) -> Response:
+async def completions(body: CompletionRequest, request: Request, services: ServicesDep) -> Response:
     gen = GenerationRequest(
         prompt=body.prompt_text(),
         max_tokens=body.max_tokens or 16,
@@ -94,25 +94,20 @@ async def completions(body: CompletionRequest, request: Request, unified: Unifie
                 return {}
             return {"index": 0, "text": chunk.text, "finish_reason": chunk.finish_reason, "logprobs": None}
 
-        model, chunks = await open_stream(request, unified, body.model, gen, body.fallbacks)
+        model, chunks = await open_stream(request, services, body.model, gen, body.fallbacks)
         base = {"id": completion_id, "object": "text_completion", "created": created, "model": model}
         return EventStreamResponse(openai_events(chunks, base, choice, body.include_usage))
-    model, completion = await cancel_on_disconnect(request, unified.generate(body.model, gen, body.fallbacks))
-    return json_response(
-        {
-            "id": completion_id,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": None,
-            "choices": [
-                {
-                    "index": 0,
-                    "text": completion.text,
-                    "finish_reason": completion.finish_reason,
-                    "logprobs": None,
-                }
-            ],
-            "usage": completion.usage.as_dict(),
-        }
-    )
+    model, completion, verdict = await generate(request, services, body.model, gen, body.fallbacks)
+    answer = {"index": 0, "text": completion.text, "finish_reason": completion.finish_reason, "logprobs": None}
+    reply: dict[str, Any] = {
+        "id": completion_id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [answer],
+        "usage": completion.usage.as_dict(),
+    }
+    if verdict is not None:
+        reply[JSON_VERDICT_FIELD] = verdict
+    return json_response(reply)

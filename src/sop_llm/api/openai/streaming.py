@@ -11,6 +11,8 @@ from sop_llm.infra.errors import AppError
 from sop_llm.providers.types import Chunk, Usage
 
 DONE = b"data: [DONE]\n\n"
+# Non-standard field with the JSON pipeline's verdict (provenance, attempts, constraint); clients ignore it.
+JSON_VERDICT_FIELD = "sop_json"
 
 
 async def openai_events(
@@ -34,7 +36,10 @@ async def openai_events(
             if chunk.usage is not None:
                 usage = chunk.usage
             if chunk.text or chunk.tool_calls or chunk.finish_reason is not None:
-                yield sse_event({**base, "choices": [make_choice(chunk)], **extra})
+                payload = {**base, "choices": [make_choice(chunk)], **extra}
+                if chunk.json is not None:
+                    payload[JSON_VERDICT_FIELD] = chunk.json
+                yield sse_event(payload)
         if include_usage:
             yield sse_event({**base, "choices": [], "usage": usage.as_dict() if usage else None})
     except AppError as exc:

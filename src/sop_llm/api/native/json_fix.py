@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from sop_llm.api.deps import ServicesDep
+from sop_llm.api.responses import json_response
+
+router = APIRouter(tags=["json"])
+
+
+class FixBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    text: str = Field(min_length=1, max_length=100_000, description="the broken JSON, as a model wrote it")
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description="a JSON Schema the result must match")
+    model: str | None = Field(None, description="the fixer model; JSON_FIXER_MODEL when omitted")
+
+
+@router.post("/json/fix")
+async def fix_json(body: FixBody, services: ServicesDep) -> Response:
+    """The JSON pipeline on its own: parse, repair locally, validate, then ask the fixer model (R-J4)."""
+    fixer = services.structured.fixer
+    fixer.check_schema(body.schema_)
+    outcome = await fixer.resolve(body.text, body.schema_, fixer_model=body.model)
+    return json_response(
+        {
+            "value": outcome.value,
+            "text": outcome.text,
+            "provenance": outcome.provenance,
+            "attempts": outcome.attempts,
+            "history": [attempt.describe() for attempt in outcome.history],
+        }
+    )
+
+
+@router.get("/json/stats")
+async def json_stats(services: ServicesDep) -> Response:
+    """How JSON answers were obtained since start: parsed, repaired_locally, fixed_by_model, failed."""
+    counts = services.structured.fixer.outcomes
+    return json_response({k: counts.get(k, 0) for k in ("parsed", "repaired_locally", "fixed_by_model", "failed")})
