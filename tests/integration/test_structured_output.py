@@ -58,7 +58,9 @@ def test_thirty_prompts_give_valid_json_or_422_never_invalid_json(base_url: str)
             ok += 1
         else:
             assert response.status_code == 422, response.text
-            assert response.json()["error"]["code"] == "json_fix_failed"
+            error = response.json()["error"]
+            assert error["code"] == "json_fix_failed"
+            assert error["attempts"][0]["stage"] == "generation"
     print(f"\nstructured output: {ok}/30 answered with schema-valid JSON (200)")
 
 
@@ -153,6 +155,7 @@ def test_impossible_schema_is_a_422_with_every_attempt(base_url: str) -> None:
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "json_fix_failed"
+    assert [a["stage"] for a in error["attempts"]] == ["generation", "fixer", "fixer"]
     native = httpx.post(f"{base_url}/api/v1/json/fix", json={"text": '{"x": 3}', "schema": IMPOSSIBLE}, timeout=120)
     assert native.status_code == 422
     attempts = native.json()["error"]["details"]["attempts"]

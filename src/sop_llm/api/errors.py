@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from sop_llm.api.disconnect import ClientDisconnected
 from sop_llm.api.responses import json_response
-from sop_llm.infra.errors import AppError, BadRequestError, RequestValidationFailed
+from sop_llm.infra.errors import AppError, BadRequestError, JSONFixFailedError, RequestValidationFailed
 from sop_llm.infra.trace import current_trace_id
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -36,7 +36,15 @@ def native_body(exc: AppError) -> dict[str, Any]:
 
 
 def openai_body(exc: AppError) -> dict[str, Any]:
-    return {"error": {"message": exc.message, "type": exc.openai_type, "param": exc.param, "code": exc.error_code}}
+    error: dict[str, Any] = {
+        "message": exc.message,
+        "type": exc.openai_type,
+        "param": exc.param,
+        "code": exc.error_code,
+    }
+    if isinstance(exc, JSONFixFailedError):
+        error["attempts"] = exc.details.get("attempts", [])  # one extra key: SDKs keep it in the error body
+    return {"error": error}
 
 
 def error_response(request: Request, exc: AppError) -> Response:

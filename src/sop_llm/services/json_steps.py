@@ -52,8 +52,9 @@ def schema_errors(value: Any, schema: dict[str, Any] | None) -> list[str]:
     """Validator messages, each prefixed with where in the value it applies (empty when valid)."""
     if schema is None:
         return [] if isinstance(value, dict | list) else ["expected a JSON object or array"]
-    errors = sorted(validator_for(schema).iter_errors(value), key=lambda e: list(e.absolute_path))
-    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors[:20]]
+    errors = sorted(validator_for(schema).iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
+    # jsonschema quotes the offending value in its message, which can be the whole (long) answer: cap it.
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message[:300]}" for e in errors[:20]]
 
 
 def parse_strict(text: str) -> Any:
