@@ -32,6 +32,11 @@ class Counters:
             for name, delta in deltas.items():
                 setattr(self, name, getattr(self, name) + delta)
 
+    def snapshot(self, **extra: int) -> dict[str, int]:
+        with self._lock:
+            counts = {"tokens_generated": self.tokens_generated, "generations": self.generations}
+            return {**counts, "cancelled": self.cancelled, **extra}
+
 
 class _Done:
     pass

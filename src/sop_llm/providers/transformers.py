@@ -216,13 +216,7 @@ class TransformersProvider(GenerationProvider):
         return Health(ok=bool(self._instances), detail=f"{len(self._instances)} instance(s) loaded{int8}")
 
     def stats(self) -> dict[str, int]:
-        c = self.counters
-        return {
-            "tokens_generated": c.tokens_generated,
-            "generations": c.generations,
-            "cancelled": c.cancelled,
-            "idle_instances": self._pool.qsize(),
-        }
+        return self.counters.snapshot(idle_instances=self._pool.qsize())
 
     # -- generation ------------------------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> Completion:
