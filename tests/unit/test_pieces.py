@@ -159,3 +159,13 @@ async def test_thread_stream_raises_producer_errors() -> None:
         async for _ in ThreadStream(executor, produce):
             pass
     executor.shutdown()
+
+
+async def test_openai_stream_ends_properly_after_an_unexpected_error() -> None:
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield Chunk(text="partial")
+        raise RuntimeError("a bug")
+
+    frames = [f async for f in openai_events(chunks(), {}, lambda c: {"t": c.text if c else None}, False)]
+    assert frames[-1] == b"data: [DONE]\n\n"
+    assert orjson.loads(frames[-2].removeprefix(b"data: "))["error"]["code"] == "internal_error"

@@ -5,6 +5,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
+from loguru import logger
 from starlette.responses import Response
 
 from sop_llm.api.deps import ServicesDep
@@ -64,6 +65,9 @@ async def _native_events(model: str, chunks: AsyncIterator[Chunk]) -> AsyncItera
                 yield sse_event(done, "done")
     except AppError as exc:
         yield sse_event(native_body(exc), "error")
+    except Exception as exc:  # a bug must still end the stream with an error event
+        logger.opt(exception=exc).error("stream failed")
+        yield sse_event(native_body(AppError("internal error; the trace id identifies it in the logs")), "error")
 
 
 @router.post("/models/{name}/load", status_code=202)

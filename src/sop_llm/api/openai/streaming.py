@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from loguru import logger
+
 from sop_llm.api.errors import openai_body
 from sop_llm.api.responses import sse_event
 from sop_llm.infra.errors import AppError
@@ -44,4 +46,7 @@ async def openai_events(
             yield sse_event({**base, "choices": [], "usage": usage.as_dict() if usage else None})
     except AppError as exc:
         yield sse_event(openai_body(exc))
+    except Exception as exc:  # a bug must still end the stream the way clients understand
+        logger.opt(exception=exc).error("stream failed")
+        yield sse_event(openai_body(AppError("internal error; the trace id identifies it in the logs")))
     yield DONE
