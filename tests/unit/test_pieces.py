@@ -169,3 +169,29 @@ async def test_openai_stream_ends_properly_after_an_unexpected_error() -> None:
     frames = [f async for f in openai_events(chunks(), {}, lambda c: {"t": c.text if c else None}, False)]
     assert frames[-1] == b"data: [DONE]\n\n"
     assert orjson.loads(frames[-2].removeprefix(b"data: "))["error"]["code"] == "internal_error"
+
+
+async def test_unexpected_errors_answer_500_with_the_trace_header() -> None:
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import Route
+
+    from sop_llm.api.middleware import TraceMiddleware
+
+    async def broken(request: object) -> None:
+        raise RuntimeError("a bug")
+
+    # As in create_app: user middleware sits inside Starlette's last-resort error handler.
+    app = Starlette(
+        routes=[Route("/v1/x", broken), Route("/api/v1/x", broken)], middleware=[Middleware(TraceMiddleware)]
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        openai_style = await client.get("/v1/x", headers={"X-Request-ID": "abc"})
+        native = await client.get("/api/v1/x", headers={"X-Request-ID": "def"})
+    assert openai_style.status_code == 500
+    assert openai_style.headers["x-request-id"] == "abc"
+    assert openai_style.json()["error"]["code"] == "internal_error"
+    assert "a bug" not in openai_style.text  # no internals in bodies
+    assert native.json()["error"]["trace_id"] == "def"
+    assert native.headers["x-request-id"] == "def"

@@ -1,9 +1,17 @@
-"""Trace context (R-M5): take or make a trace id per request and return it as `X-Request-ID`."""
+"""Trace context (R-M5): take or make a trace id per request and return it as `X-Request-ID`.
+
+It also answers unexpected exceptions itself (a 500 in the surface's error shape), so that response carries the
+header too: Starlette's own last-resort handler sits outside every user middleware.
+"""
 
 from __future__ import annotations
 
+from loguru import logger
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sop_llm.api.errors import error_response
+from sop_llm.infra.errors import AppError
 from sop_llm.infra.trace import set_trace_id, trace_id_from_headers
 
 
@@ -25,9 +33,21 @@ class TraceMiddleware:
         set_trace_id(trace_id)
         header = (b"x-request-id", trace_id.encode("latin-1"))
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if started or scope["type"] != "http":
+                raise
+            logger.opt(exception=exc).error("unhandled error on {} {}", scope.get("method"), scope.get("path"))
+            request = Request(scope, receive)
+            response = error_response(request, AppError("internal error; the trace id identifies it in the logs"))
+            await response(scope, receive, send_with_id)
