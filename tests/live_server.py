@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
 from typing import Any
@@ -21,7 +22,12 @@ def free_port() -> int:
 
 
 def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"LOG_LEVEL": "WARNING", "CONFIG_DIR": "config"}
+    values: dict[str, Any] = {
+        "LOG_LEVEL": "WARNING",
+        "CONFIG_DIR": "config",
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='sop-llm-test-')}/tasks.db",
+        "TASKS_POLL_INTERVAL": 0.1,
+    }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 

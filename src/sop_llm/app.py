@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,7 @@ from sop_llm.api.native import health as native_health
 from sop_llm.api.native import json_fix as native_json
 from sop_llm.api.native import models as native_models
 from sop_llm.api.native import providers as native_providers
+from sop_llm.api.native import tasks as native_tasks
 from sop_llm.api.openai import chat as openai_chat
 from sop_llm.api.openai import embeddings as openai_embeddings
 from sop_llm.api.openai import models as openai_models
@@ -31,6 +33,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_startup:
+            from sop_llm.migrations import upgrade
+
+            await asyncio.to_thread(upgrade, settings.database_url)
         await services.start()
         logger.info(
             "{} {} serving; loading models in the background: {}",
@@ -58,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     app.add_middleware(TraceMiddleware)
     install_error_handlers(app)
-    for module in (native_health, native_models, native_embeddings, native_providers, native_json):
+    for module in (native_health, native_models, native_embeddings, native_providers, native_json, native_tasks):
         app.include_router(module.router, prefix="/api/v1")
     # The hottest routes are served as plain Starlette routes, ahead of FastAPI's APIRoute machinery (dependency
     # solving, query and cookie parsing on every request); their FastAPI declarations stay for /docs.

@@ -33,6 +33,15 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from sop_llm.migrations import upgrade
+
+    settings = Settings()
+    upgrade(settings.database_url, args.revision)
+    print(f"database at {settings.database_url.split('@')[-1]} is at revision {args.revision}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sop-llm", description="SOP LLM Service")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--workers", type=int, default=None)
     serve.set_defaults(func=_serve)
+    db = commands.add_parser("db", help="task database").add_subparsers(dest="db_command", required=True)
+    db_upgrade = db.add_parser("upgrade", help="apply migrations (DATABASE_URL)")
+    db_upgrade.add_argument("revision", nargs="?", default="head")
+    db_upgrade.set_defaults(func=_db_upgrade)
     return parser
 
 

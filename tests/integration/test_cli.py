@@ -64,3 +64,17 @@ def test_bad_config_is_refused_with_file_and_key(tmp_path: object) -> None:
     result = subprocess.run([sys.executable, "-m", "sop_llm", "serve"], env=env, capture_output=True, text=True)
     assert result.returncode != 0
     assert "providers.yaml: providers.p.type: unknown provider type 'nonexistent'" in result.stderr
+
+
+def test_db_upgrade_creates_the_task_table(tmp_path: object) -> None:
+    import sqlite3
+
+    database = f"{tmp_path}/tasks.db"
+    env = {**os.environ, "DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
+    result = subprocess.run([sys.executable, "-m", "sop_llm", "db", "upgrade"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "revision head" in result.stdout
+    tables = {
+        name for (name,) in sqlite3.connect(database).execute("select name from sqlite_master where type='table'")
+    }
+    assert {"tasks", "alembic_version"} <= tables

@@ -26,7 +26,13 @@ class Settings(BaseSettings):
     redis_port: int = Field(6379, alias="REDIS_PORT")
     redis_password: str | None = Field(None, alias="REDIS_PASSWORD")
     redis_url: str | None = Field(None, alias="REDIS_URL")
-    database_url: str | None = Field(None, alias="DATABASE_URL")
+    database_url: str = Field("sqlite+aiosqlite:///data/sop_llm.db", alias="DATABASE_URL")
+    database_timeout: float = Field(5.0, gt=0, alias="DATABASE_TIMEOUT")
+    database_auto_migrate: bool | None = Field(None, alias="DATABASE_AUTO_MIGRATE")
+    tasks_concurrency: int = Field(2, ge=1, alias="TASKS_CONCURRENCY")
+    tasks_lease_seconds: float = Field(30.0, gt=0, alias="TASKS_LEASE_SECONDS")
+    tasks_max_attempts: int = Field(3, ge=1, le=20, alias="TASKS_MAX_ATTEMPTS")
+    tasks_poll_interval: float = Field(0.5, gt=0, alias="TASKS_POLL_INTERVAL")
     broker_url: str | None = Field(None, alias="BROKER_URL")
     anthropic_api_key: str | None = Field(None, alias="ANTHROPIC_API_KEY", repr=False)
 
@@ -71,6 +77,13 @@ class Settings(BaseSettings):
         if self.json_fixer_enabled and not self.json_fixer_model:
             raise ValueError("JSON_FIXER_MODEL must name a model when JSON_FIXER_ENABLED is true")
         return self
+
+    @property
+    def migrate_on_startup(self) -> bool:
+        """Apply migrations at startup: in development unless told otherwise; elsewhere `sop-llm db upgrade`."""
+        if self.database_auto_migrate is None:
+            return self.environment == "development"
+        return self.database_auto_migrate
 
     @property
     def json_logs(self) -> bool:

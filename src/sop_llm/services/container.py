@@ -6,7 +6,10 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from sop_llm.infra.cache import Cache, MemoryCache
+from sop_llm.infra.database import create_engine, session_factory
 from sop_llm.infra.model_config import ServiceConfig, load_service_config
 from sop_llm.infra.settings import Settings
 from sop_llm.providers.base import GenerationProvider
@@ -16,6 +19,10 @@ from sop_llm.services.json_fixer import JSONFixer
 from sop_llm.services.llm_manager import LLMManager
 from sop_llm.services.provider_manager import ProviderManager
 from sop_llm.services.structured_output import StructuredOutput
+from sop_llm.services.tasks.jobs import JobContext
+from sop_llm.services.tasks.repository import TaskRepository
+from sop_llm.services.tasks.runner import TaskRunner
+from sop_llm.services.tasks.service import TaskService
 from sop_llm.services.unified_llm import UnifiedLLM
 
 
@@ -29,15 +36,20 @@ class Services:
     embeddings: EmbeddingManager
     unified: UnifiedLLM
     structured: StructuredOutput
+    tasks: TaskService
+    database: AsyncEngine
     started_at: float = field(default_factory=time.time)
 
     async def start(self) -> None:
-        """Open remote clients and begin loading the startup models in the background; returns at once."""
+        """Open remote clients, begin loading the startup models in the background, start the task runner."""
         self.llm.start()
         self.embeddings.start()
         await self.providers.start()
+        self.tasks.runner.start(ready=lambda: self.ready()[0])
 
     async def aclose(self) -> None:
+        await self.tasks.runner.aclose()
+        await self.database.dispose()
         await self.providers.aclose()
         await self.embeddings.aclose()
         await self.llm.aclose()
@@ -61,13 +73,20 @@ def build_services(settings: Settings) -> Services:
     llm = LLMManager(settings, {name: p for name, p in providers.items() if p.local})
     provider_manager = ProviderManager(settings, providers, llm)
     unified = UnifiedLLM(settings, config, provider_manager, llm)
+    structured = StructuredOutput(unified, JSONFixer(settings, unified))
+    embeddings = EmbeddingManager(settings, config, cache)
+    database = create_engine(settings)
+    repository = TaskRepository(session_factory(database))
+    runner = TaskRunner(settings, repository, JobContext(unified, structured, embeddings))
     return Services(
         settings=settings,
         config=config,
         cache=cache,
         llm=llm,
         providers=provider_manager,
-        embeddings=EmbeddingManager(settings, config, cache),
+        embeddings=embeddings,
         unified=unified,
-        structured=StructuredOutput(unified, JSONFixer(settings, unified)),
+        structured=structured,
+        tasks=TaskService(settings, repository, runner),
+        database=database,
     )

@@ -1,0 +1,205 @@
+"""Task storage. Every state change is one conditional UPDATE, so two processes can never both move a task:
+claim (pending → processing, with a lease and attempt + 1), heartbeat, complete/fail (guarded by the lease owner),
+cancel, and re-queueing of tasks whose lease expired. Database failures become ServiceUnavailableError (503)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from sop_llm.infra.errors import NotFoundError, ServiceUnavailableError
+from sop_llm.services.tasks.model import FINAL, TaskRow, TaskStatus
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TaskRepository:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        try:
+            async with self._sessions() as session, session.begin():
+                yield session
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            if isinstance(exc, IntegrityError):
+                raise
+            raise ServiceUnavailableError(
+                f"the task database is unavailable ({type(exc).__name__}); retry shortly", retry_after=2
+            ) from exc
+
+    async def create(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        max_attempts: int,
+        idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+    ) -> tuple[TaskRow, bool]:
+        """(task, created): with an idempotency key already used, the existing task and False."""
+        if idempotency_key is not None:
+            existing = await self.find_by_key(idempotency_key)
+            if existing is not None:
+                return existing, False
+        stamp = now()
+        row = TaskRow(
+            id=str(uuid.uuid4()),
+            kind=kind,
+            payload=payload,
+            status=TaskStatus.PENDING,
+            attempts=0,
+            max_attempts=max_attempts,
+            idempotency_key=idempotency_key,
+            webhook_url=webhook_url,
+            available_at=stamp,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        try:
+            async with self._session() as session:
+                session.add(row)
+        except IntegrityError:  # the same key, created concurrently by another request
+            existing = await self.find_by_key(idempotency_key or "")
+            if existing is None:
+                raise
+            return existing, False
+        return row, True
+
+    async def find_by_key(self, key: str) -> TaskRow | None:
+        async with self._session() as session:
+            found: TaskRow | None = await session.scalar(select(TaskRow).where(TaskRow.idempotency_key == key))
+            return found
+
+    async def get(self, task_id: str) -> TaskRow:
+        async with self._session() as session:
+            row = await session.get(TaskRow, task_id)
+        if row is None:
+            raise NotFoundError(f"no task with id '{task_id}'", param="task_id")
+        return row
+
+    async def search(self, status: str | None, kind: str | None, limit: int, offset: int) -> tuple[list[TaskRow], int]:
+        query = select(TaskRow)
+        if status:
+            query = query.where(TaskRow.status == status)
+        if kind:
+            query = query.where(TaskRow.kind == kind)
+        async with self._session() as session:
+            total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = await session.scalars(query.order_by(TaskRow.created_at.desc()).limit(limit).offset(offset))
+            return list(rows), int(total)
+
+    async def claimable(self, limit: int) -> list[str]:
+        async with self._session() as session:
+            ids = await session.scalars(
+                select(TaskRow.id)
+                .where(TaskRow.status == TaskStatus.PENDING, TaskRow.available_at <= now())
+                .order_by(TaskRow.created_at)
+                .limit(limit)
+            )
+            return list(ids)
+
+    async def claim(self, task_id: str, owner: str, lease_s: float) -> bool:
+        stamp = now()
+        async with self._session() as session:
+            result = await session.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.status == TaskStatus.PENDING)
+                .values(
+                    status=TaskStatus.PROCESSING,
+                    lease_owner=owner,
+                    lease_expires_at=stamp + timedelta(seconds=lease_s),
+                    attempts=TaskRow.attempts + 1,
+                    started_at=stamp,
+                    updated_at=stamp,
+                )
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def heartbeat(self, task_id: str, owner: str, lease_s: float) -> bool:
+        async with self._session() as session:
+            result = await session.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.status == TaskStatus.PROCESSING, TaskRow.lease_owner == owner)
+                .values(lease_expires_at=now() + timedelta(seconds=lease_s))
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def finish(self, task_id: str, owner: str, status: TaskStatus, result: Any = None, error: Any = None) -> bool:
+        """Complete, fail or cancel a task this owner holds; False when the lease was lost (someone else has it)."""
+        stamp = now()
+        async with self._session() as session:
+            outcome = await session.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.status == TaskStatus.PROCESSING, TaskRow.lease_owner == owner)
+                .values(
+                    status=status, result=result, error=error, finished_at=stamp, updated_at=stamp, lease_owner=None
+                )
+            )
+            return bool(outcome.rowcount)  # type: ignore[attr-defined]
+
+    async def retry_later(self, task_id: str, owner: str, error: Any, delay_s: float) -> bool:
+        stamp = now()
+        async with self._session() as session:
+            outcome = await session.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.status == TaskStatus.PROCESSING, TaskRow.lease_owner == owner)
+                .values(
+                    status=TaskStatus.PENDING,
+                    error=error,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    available_at=stamp + timedelta(seconds=delay_s),
+                    updated_at=stamp,
+                )
+            )
+            return bool(outcome.rowcount)  # type: ignore[attr-defined]
+
+    async def cancel(self, task_id: str) -> TaskRow:
+        """Pending tasks are cancelled at once; a processing one is marked cancelled and its runner stops it."""
+        stamp = now()
+        async with self._session() as session:
+            await session.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.status.in_([TaskStatus.PENDING, TaskStatus.PROCESSING]))
+                .values(status=TaskStatus.CANCELLED, finished_at=stamp, updated_at=stamp, lease_owner=None)
+            )
+        return await self.get(task_id)
+
+    async def requeue_expired(self) -> int:
+        """Tasks whose worker died (lease expired) go back to pending; attempts already counted them."""
+        stamp = now()
+        async with self._session() as session:
+            result = await session.execute(
+                update(TaskRow)
+                .where(TaskRow.status == TaskStatus.PROCESSING, TaskRow.lease_expires_at < stamp)
+                .values(status=TaskStatus.PENDING, lease_owner=None, lease_expires_at=None, updated_at=stamp)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def fail_exhausted(self) -> int:
+        """Pending tasks that already used every attempt end as failed (a worker died on their last one)."""
+        stamp = now()
+        async with self._session() as session:
+            result = await session.execute(
+                update(TaskRow)
+                .where(TaskRow.status == TaskStatus.PENDING, TaskRow.attempts >= TaskRow.max_attempts)
+                .values(status=TaskStatus.FAILED, finished_at=stamp, updated_at=stamp)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def is_final(status: str) -> bool:
+    return status in FINAL
+
+
+__all__ = ["TaskRepository", "is_final", "now"]
