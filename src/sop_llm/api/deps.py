@@ -12,7 +12,6 @@ from fastapi import Depends, Request
 
 from sop_llm.services.container import Services
 from sop_llm.services.embedding_manager import EmbeddingManager
-from sop_llm.services.unified_llm import UnifiedLLM
 
 
 def services_of(request: Request) -> Services:
@@ -22,20 +21,12 @@ def services_of(request: Request) -> Services:
 
 
 async def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-async def get_unified(request: Request) -> UnifiedLLM:
-    services: Services = request.app.state.services
-    return services.unified
+    return services_of(request)
 
 
 async def get_embeddings(request: Request) -> EmbeddingManager:
-    services: Services = request.app.state.services
-    return services.embeddings
+    return services_of(request).embeddings
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-UnifiedDep = Annotated[UnifiedLLM, Depends(get_unified)]
 EmbeddingsDep = Annotated[EmbeddingManager, Depends(get_embeddings)]

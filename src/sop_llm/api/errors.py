@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from sop_llm.api.disconnect import ClientDisconnected
 from sop_llm.api.responses import json_response
-from sop_llm.infra.errors import AppError, BadRequestError, JSONFixFailedError, RequestValidationFailed
+from sop_llm.infra.errors import AppError, BadRequestError, RequestValidationFailed
 from sop_llm.infra.trace import current_trace_id
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -42,8 +42,9 @@ def openai_body(exc: AppError) -> dict[str, Any]:
         "param": exc.param,
         "code": exc.error_code,
     }
-    if isinstance(exc, JSONFixFailedError):
-        error["attempts"] = exc.details.get("attempts", [])  # one extra key: SDKs keep it in the error body
+    for key in exc.openai_details:  # extra keys, e.g. a JSON failure's attempts: SDKs keep them in the body
+        if key in exc.details:
+            error[key] = exc.details[key]
     return {"error": error}
 
 

@@ -39,6 +39,8 @@ class AppError(Exception):
     error_code: ClassVar[str] = "internal_error"
     openai_type: ClassVar[str] = "server_error"
     retryable: ClassVar[bool] = False
+    # Keys of `details` that also go into the OpenAI-shaped body (which otherwise has only its four fields).
+    openai_details: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -178,6 +180,7 @@ class JSONFixFailedError(AppError):
     status_code = 422
     error_code = "json_fix_failed"
     openai_type = "invalid_request_error"
+    openai_details = ("attempts",)
 
 
 class ServiceUnavailableError(AppError):

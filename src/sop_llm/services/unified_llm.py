@@ -96,9 +96,10 @@ class UnifiedLLM:
         """Resolve and check the request before any work starts (errors here are plain 4xx)."""
         primary = self.resolve(model)
         limit = self._settings.llm_max_prompt_chars
-        if request.prompt_chars() > limit:
+        chars = request.prompt_chars()
+        if chars > limit:
             raise PromptTooLongError(
-                f"the prompt is {request.prompt_chars()} characters; LLM_MAX_PROMPT_CHARS is {limit}",
+                f"the prompt is {chars} characters; LLM_MAX_PROMPT_CHARS is {limit}",
                 param="messages" if request.messages is not None else "prompt",
             )
         request.max_tokens = min(request.max_tokens, self._settings.llm_max_tokens_per_request)

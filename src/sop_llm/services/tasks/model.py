@@ -22,9 +22,6 @@ class TaskStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-FINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
-
-
 class TaskRow(Base):
     __tablename__ = "tasks"
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sop_llm.infra.errors import NotFoundError, ServiceUnavailableError
-from sop_llm.services.tasks.model import FINAL, TaskRow, TaskStatus
+from sop_llm.services.tasks.model import TaskRow, TaskStatus
 
 
 def now() -> datetime:
@@ -196,10 +196,3 @@ class TaskRepository:
                 .values(status=TaskStatus.FAILED, finished_at=stamp, updated_at=stamp)
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def is_final(status: str) -> bool:
-    return status in FINAL
-
-
-__all__ = ["TaskRepository", "is_final", "now"]

@@ -36,7 +36,6 @@ class TaskRunner:
         self._wakeup = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._ready: Callable[[], bool] = lambda: True
-        self.completed = 0
 
     def start(self, ready: Callable[[], bool] = lambda: True) -> None:
         """Start claiming once `ready()` says the startup models are loaded (a job run earlier would only fail
@@ -46,10 +45,6 @@ class TaskRunner:
 
     def notify(self) -> None:
         self._wakeup.set()
-
-    @property
-    def busy(self) -> int:
-        return len(self._running)
 
     async def aclose(self) -> None:
         for loop in self._loops:
@@ -113,7 +108,6 @@ class TaskRunner:
                 await self._failed(row, False, {"code": "internal_error", "message": type(exc).__name__})
                 return
             if await self._repo.finish(task_id, self.owner, TaskStatus.COMPLETED, result=result):
-                self.completed += 1
                 await self._notify_webhook(task_id)
         except AppError as exc:
             logger.warning("task {}: {}", task_id, exc.message)
