@@ -1,4 +1,4 @@
-"""`sop-llm` command line: `serve` runs the API server."""
+"""`sop-llm` command line: `serve` runs the API server, `worker` a background-task worker, `db upgrade` migrates."""
 
 from __future__ import annotations
 
@@ -33,6 +33,29 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from sop_llm.worker import run_worker
+
+    settings = Settings()
+    if not settings.broker_url:
+        print(
+            "sop-llm worker needs a broker: set BROKER_URL (e.g. redis://localhost:6379/0) for the API and its workers;"
+            " without one the API runs tasks itself",
+            file=sys.stderr,
+        )
+        return 2
+    if settings.database_url.startswith("sqlite"):
+        print("note: workers and the API must share one database; use PostgreSQL (DATABASE_URL) across machines")
+    try:
+        asyncio.run(run_worker(settings))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
     from sop_llm.migrations import upgrade
 
@@ -50,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--workers", type=int, default=None)
     serve.set_defaults(func=_serve)
+    worker = commands.add_parser("worker", help="run background tasks handed over through BROKER_URL (Redis Streams)")
+    worker.set_defaults(func=_worker)
     db = commands.add_parser("db", help="task database").add_subparsers(dest="db_command", required=True)
     db_upgrade = db.add_parser("upgrade", help="apply migrations (DATABASE_URL)")
     db_upgrade.add_argument("revision", nargs="?", default="head")

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.live_server import LiveServer, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.api]
@@ -146,3 +147,46 @@ def test_tasks_survive_a_restart() -> None:
             assert done["attempts"] <= 2
     finally:
         second.stop()
+
+
+def test_webhook_is_delivered_once_with_the_task(base_url: str) -> None:
+    receiver = WebhookReceiver()
+    try:
+        body = {"kind": "embeddings", "payload": {"texts": ["a"]}, "webhook_url": receiver.url}
+        task = httpx.post(f"{base_url}/api/v1/tasks", json=body).json()
+        done = _wait(base_url, task["id"], {"completed"})
+        deadline = time.monotonic() + 10
+        while receiver.count(task["id"]) == 0:
+            assert time.monotonic() < deadline, "the webhook never arrived"
+            time.sleep(0.02)
+        assert receiver.bodies[task["id"]]["status"] == "completed"
+        assert len(receiver.bodies[task["id"]]["result"]["embeddings"]) == 1
+        time.sleep(0.5)
+        assert receiver.count(task["id"]) == 1
+        shown = _wait(base_url, task["id"], {"completed"})["webhook"]
+        assert shown["attempts"] == 1
+        assert shown["delivered_at"] is not None
+        assert done["worker"]  # the runner that finished it
+    finally:
+        receiver.close()
+
+
+@pytest.mark.slow
+def test_a_refused_webhook_is_retried_by_the_sweeper() -> None:
+    # The lease time is also the webhook's grace time: the retry comes ~1 s after the refused first delivery.
+    server = LiveServer(make_settings(TASKS_LEASE_SECONDS=1)).start()
+    receiver = WebhookReceiver(refuse_first=1)
+    try:
+        body = {"kind": "similarity", "payload": {"text1": "a", "text2": "b"}, "webhook_url": receiver.url}
+        task = httpx.post(f"{server.url}/api/v1/tasks", json=body).json()
+        deadline = time.monotonic() + 30
+        while receiver.count(task["id"]) == 0:
+            assert time.monotonic() < deadline, "the webhook was not retried"
+            time.sleep(0.05)
+        assert receiver.refused == 1
+        shown = _wait(server.url, task["id"], {"completed"})["webhook"]
+        assert shown["attempts"] == 2
+        assert shown["delivered_at"] is not None
+    finally:
+        receiver.close()
+        server.stop()

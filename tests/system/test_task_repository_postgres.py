@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,43 +13,10 @@ from sop_llm.infra.errors import ServiceUnavailableError
 from sop_llm.migrations import upgrade
 from sop_llm.services.tasks.model import TaskStatus
 from sop_llm.services.tasks.repository import TaskRepository
-from tests.live_server import free_port, make_settings
+from tests.live_server import make_settings
+from tests.system.servers import Postgres
 
 pytestmark = pytest.mark.system
-
-
-def _binary(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
-    if found is None:
-        pytest.fail(f"{name} (PostgreSQL server binaries) is not installed")
-    return str(found)
-
-
-def _as_server_user() -> list[str]:
-    """PostgreSQL refuses to run as root; these machines (and CI) run as root, so use the `postgres` user."""
-    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-
-class Postgres:
-    def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="sop-llm-pg-"))
-        if os.geteuid() == 0:
-            shutil.chown(self.folder, "postgres")
-        self.port = free_port()
-        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
-        initdb = [_binary("initdb"), "-D", str(self.folder / "data"), "-U", "postgres", "--auth=trust"]
-        subprocess.run([*_as_server_user(), *initdb], check=True, capture_output=True)
-
-    def _ctl(self, *args: str) -> subprocess.CompletedProcess[bytes]:
-        command = [*_as_server_user(), _binary("pg_ctl"), "-D", str(self.folder / "data"), *args]
-        return subprocess.run(command, capture_output=True)
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
-        self._ctl("-o", options, "-w", "-l", str(self.folder / "log"), "start").check_returncode()
-
-    def stop(self) -> None:
-        self._ctl("-m", "fast", "-w", "stop")
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +25,7 @@ def postgres() -> Iterator[Postgres]:
     server.start()
     upgrade(server.url)
     yield server
-    server.stop()
-    shutil.rmtree(server.folder, ignore_errors=True)
+    server.remove()
 
 
 @pytest.fixture

@@ -33,7 +33,10 @@ class Settings(BaseSettings):
     tasks_lease_seconds: float = Field(30.0, gt=0, alias="TASKS_LEASE_SECONDS")
     tasks_max_attempts: int = Field(3, ge=1, le=20, alias="TASKS_MAX_ATTEMPTS")
     tasks_poll_interval: float = Field(0.5, gt=0, alias="TASKS_POLL_INTERVAL")
+    tasks_redispatch_seconds: float = Field(60.0, gt=0, alias="TASKS_REDISPATCH_SECONDS")
+    tasks_stream: str = Field("sop-llm:tasks", min_length=1, alias="TASKS_STREAM")
     broker_url: str | None = Field(None, alias="BROKER_URL")
+    broker_timeout: float = Field(2.0, gt=0, alias="BROKER_TIMEOUT")
     anthropic_api_key: str | None = Field(None, alias="ANTHROPIC_API_KEY", repr=False)
 
     llm_default_model: str = Field("smollm2-135m", alias="LLM_DEFAULT_MODEL")

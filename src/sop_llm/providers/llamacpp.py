@@ -92,11 +92,15 @@ class LlamaCppProvider(GenerationProvider):
                 "or an embedded: model"
             )
         options = self.model_config.options
+        threads = int(options.get("n_threads") or os.cpu_count() or 1)
         try:
             return Llama(
                 model_path=path,
                 n_ctx=self.model_config.context_length,
-                n_threads=int(options.get("n_threads") or os.cpu_count() or 1),
+                # Prompt evaluation uses n_threads_batch, which llama-cpp-python would otherwise set to every core:
+                # several processes on one machine then spin against each other in OpenMP barriers.
+                n_threads=threads,
+                n_threads_batch=threads,
                 n_batch=int(options.get("n_batch", 512)),
                 verbose=False,
             )

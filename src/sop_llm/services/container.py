@@ -19,6 +19,7 @@ from sop_llm.services.json_fixer import JSONFixer
 from sop_llm.services.llm_manager import LLMManager
 from sop_llm.services.provider_manager import ProviderManager
 from sop_llm.services.structured_output import StructuredOutput
+from sop_llm.services.tasks.broker import BrokerDispatch, make_broker
 from sop_llm.services.tasks.jobs import JobContext
 from sop_llm.services.tasks.repository import TaskRepository
 from sop_llm.services.tasks.runner import TaskRunner
@@ -41,14 +42,19 @@ class Services:
     started_at: float = field(default_factory=time.time)
 
     async def start(self) -> None:
-        """Open remote clients, begin loading the startup models in the background, start the task runner."""
+        """Open remote clients, begin loading the startup models in the background, start the task runner (which
+        finds work in the database on its own when there is no broker)."""
         self.llm.start()
         self.embeddings.start()
         await self.providers.start()
-        self.tasks.runner.start(ready=lambda: self.ready()[0])
+        if self.tasks.runner is not None:
+            self.tasks.runner.start(ready=lambda: self.ready()[0], poll=self.tasks.dispatch is None)
 
     async def aclose(self) -> None:
-        await self.tasks.runner.aclose()
+        if self.tasks.runner is not None:
+            await self.tasks.runner.aclose()
+        if self.tasks.dispatch is not None:
+            await self.tasks.dispatch.aclose()
         await self.database.dispose()
         await self.providers.aclose()
         await self.embeddings.aclose()
@@ -63,7 +69,8 @@ class Services:
         return all(state == "ready" for state in states.values()), states
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, worker: bool = False) -> Services:
+    """The API process runs tasks itself only when there is no broker; a worker (`sop-llm worker`) always does."""
     config = load_service_config(settings.config_dir, provider_types(), os.environ)
     cache = MemoryCache(settings.cache_max_items, settings.cache_ttl_seconds)
     providers: dict[str, GenerationProvider] = {}
@@ -76,8 +83,11 @@ def build_services(settings: Settings) -> Services:
     structured = StructuredOutput(unified, JSONFixer(settings, unified))
     embeddings = EmbeddingManager(settings, config, cache)
     database = create_engine(settings)
-    repository = TaskRepository(session_factory(database))
-    runner = TaskRunner(settings, repository, JobContext(unified, structured, embeddings))
+    repository = TaskRepository(session_factory(database), webhook_grace_s=settings.tasks_lease_seconds)
+    dispatch = BrokerDispatch(make_broker(settings), settings.tasks_stream) if settings.broker_url else None
+    runner = None
+    if worker or dispatch is None:
+        runner = TaskRunner(settings, repository, JobContext(unified, structured, embeddings), dispatch)
     return Services(
         settings=settings,
         config=config,
@@ -87,6 +97,6 @@ def build_services(settings: Settings) -> Services:
         embeddings=embeddings,
         unified=unified,
         structured=structured,
-        tasks=TaskService(settings, repository, runner),
+        tasks=TaskService(settings, repository, runner, dispatch),
         database=database,
     )

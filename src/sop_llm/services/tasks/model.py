@@ -42,5 +42,14 @@ class TaskRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Set when the task id was handed to the broker; NULL (or stale) pending rows are handed over again.
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The webhook outbox: due (and when) until a delivery succeeds; attempts bound the retries.
+    webhook_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
-    __table_args__ = (Index("ix_tasks_status_available", "status", "available_at"),)
+    __table_args__ = (
+        Index("ix_tasks_status_available", "status", "available_at"),
+        Index("ix_tasks_webhook_due", "webhook_due_at"),
+    )

@@ -1,6 +1,8 @@
 """Task storage. Every state change is one conditional UPDATE, so two processes can never both move a task:
-claim (pending → processing, with a lease and attempt + 1), heartbeat, complete/fail (guarded by the lease owner),
-cancel, and re-queueing of tasks whose lease expired. Database failures become ServiceUnavailableError (503)."""
+claim (pending → processing, with a lease and attempt + 1), lease renewal, complete/fail (guarded by the lease owner),
+cancel, and re-queueing of tasks whose lease expired. The same goes for the two outboxes kept in the table: task ids
+still to be handed to the broker (`dispatched_at`) and webhooks still to be delivered (`webhook_due_at`).
+Database failures become ServiceUnavailableError (503)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,9 +24,17 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def _webhook_due(at: datetime) -> Any:
+    """`webhook_due_at` for a task that just ended: due at `at` when it has a webhook, else NULL."""
+    return case((TaskRow.webhook_url.is_not(None), at), else_=None)
+
+
 class TaskRepository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], webhook_grace_s: float = 30.0) -> None:
+        """`webhook_grace_s`: how long the process that finished a task has to deliver its webhook before a
+        sweeper takes over (the lease time: a finisher silent that long is presumed dead)."""
         self._sessions = sessions
+        self._webhook_grace_s = webhook_grace_s
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[AsyncSession]:
@@ -45,8 +55,10 @@ class TaskRepository:
         max_attempts: int,
         idempotency_key: str | None = None,
         webhook_url: str | None = None,
+        dispatched: bool = False,
     ) -> tuple[TaskRow, bool]:
-        """(task, created): with an idempotency key already used, the existing task and False."""
+        """(task, created): with an idempotency key already used, the existing task and False. `dispatched` marks
+        the task as handed to the broker by the caller (which publishes it right after)."""
         if idempotency_key is not None:
             existing = await self.find_by_key(idempotency_key)
             if existing is not None:
@@ -64,6 +76,8 @@ class TaskRepository:
             available_at=stamp,
             created_at=stamp,
             updated_at=stamp,
+            dispatched_at=stamp if dispatched else None,
+            webhook_attempts=0,
         )
         try:
             async with self._session() as session:
@@ -113,7 +127,7 @@ class TaskRepository:
         async with self._session() as session:
             result = await session.execute(
                 update(TaskRow)
-                .where(TaskRow.id == task_id, TaskRow.status == TaskStatus.PENDING)
+                .where(TaskRow.id == task_id, TaskRow.status == TaskStatus.PENDING, TaskRow.available_at <= stamp)
                 .values(
                     status=TaskStatus.PROCESSING,
                     lease_owner=owner,
@@ -125,24 +139,38 @@ class TaskRepository:
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def heartbeat(self, task_id: str, owner: str, lease_s: float) -> bool:
+    async def renew(self, task_ids: list[str], owner: str, lease_s: float) -> set[str]:
+        """Extend the lease of the tasks this owner still holds and return their ids; a task missing from the
+        answer was cancelled, or re-queued after its lease expired, and its runner must stop it."""
+        if not task_ids:
+            return set()
         async with self._session() as session:
-            result = await session.execute(
+            held = await session.scalars(
                 update(TaskRow)
-                .where(TaskRow.id == task_id, TaskRow.status == TaskStatus.PROCESSING, TaskRow.lease_owner == owner)
+                .where(TaskRow.id.in_(task_ids), TaskRow.status == TaskStatus.PROCESSING, TaskRow.lease_owner == owner)
                 .values(lease_expires_at=now() + timedelta(seconds=lease_s))
+                .returning(TaskRow.id)
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return set(held)
 
     async def finish(self, task_id: str, owner: str, status: TaskStatus, result: Any = None, error: Any = None) -> bool:
-        """Complete, fail or cancel a task this owner holds; False when the lease was lost (someone else has it)."""
+        """Complete, fail or cancel a task this owner holds; False when the lease was lost (someone else has it).
+        The owner stays on the row as the runner that finished it."""
         stamp = now()
         async with self._session() as session:
             outcome = await session.execute(
                 update(TaskRow)
                 .where(TaskRow.id == task_id, TaskRow.status == TaskStatus.PROCESSING, TaskRow.lease_owner == owner)
                 .values(
-                    status=status, result=result, error=error, finished_at=stamp, updated_at=stamp, lease_owner=None
+                    status=status,
+                    result=result,
+                    error=error,
+                    finished_at=stamp,
+                    updated_at=stamp,
+                    lease_expires_at=None,
+                    # The finisher delivers the webhook at once (attempt 1); a sweeper retries after the grace.
+                    webhook_due_at=_webhook_due(stamp + timedelta(seconds=self._webhook_grace_s)),
+                    webhook_attempts=case((TaskRow.webhook_url.is_not(None), 1), else_=0),
                 )
             )
             return bool(outcome.rowcount)  # type: ignore[attr-defined]
@@ -160,6 +188,7 @@ class TaskRepository:
                     lease_expires_at=None,
                     available_at=stamp + timedelta(seconds=delay_s),
                     updated_at=stamp,
+                    dispatched_at=None,
                 )
             )
             return bool(outcome.rowcount)  # type: ignore[attr-defined]
@@ -182,7 +211,13 @@ class TaskRepository:
             result = await session.execute(
                 update(TaskRow)
                 .where(TaskRow.status == TaskStatus.PROCESSING, TaskRow.lease_expires_at < stamp)
-                .values(status=TaskStatus.PENDING, lease_owner=None, lease_expires_at=None, updated_at=stamp)
+                .values(
+                    status=TaskStatus.PENDING,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=stamp,
+                    dispatched_at=None,
+                )
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -193,6 +228,71 @@ class TaskRepository:
             result = await session.execute(
                 update(TaskRow)
                 .where(TaskRow.status == TaskStatus.PENDING, TaskRow.attempts >= TaskRow.max_attempts)
-                .values(status=TaskStatus.FAILED, finished_at=stamp, updated_at=stamp)
+                .values(
+                    status=TaskStatus.FAILED, finished_at=stamp, updated_at=stamp, webhook_due_at=_webhook_due(stamp)
+                )
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def take_undispatched(self, limit: int, stale_s: float) -> list[str]:
+        """Mark as dispatched, and return, pending tasks never handed to the broker (it was unreachable, or they
+        were re-queued) or handed over more than `stale_s` ago without being claimed (the message was lost).
+        One conditional UPDATE, so concurrent sweepers never hand over the same task twice in one round."""
+        stamp = now()
+        owed = (
+            TaskRow.status == TaskStatus.PENDING,
+            TaskRow.available_at <= stamp,
+            or_(TaskRow.dispatched_at.is_(None), TaskRow.dispatched_at < stamp - timedelta(seconds=stale_s)),
+        )
+        oldest = select(TaskRow.id).where(*owed).order_by(TaskRow.created_at).limit(limit)
+        async with self._session() as session:
+            taken = await session.scalars(
+                update(TaskRow)
+                .where(TaskRow.id.in_(oldest.scalar_subquery()), *owed)
+                .values(dispatched_at=stamp)
+                .returning(TaskRow.id)
+            )
+            return list(taken)
+
+    async def undispatch(self, task_ids: list[str]) -> None:
+        """The broker did not take these: leave them for the next sweep."""
+        async with self._session() as session:
+            await session.execute(
+                update(TaskRow)
+                .where(TaskRow.id.in_(task_ids), TaskRow.status == TaskStatus.PENDING)
+                .values(dispatched_at=None)
+            )
+
+    async def take_due_webhooks(self, limit: int, max_attempts: int) -> list[TaskRow]:
+        """Claim webhooks that are due (their finisher died, or a delivery failed): each claim counts an attempt
+        and moves the due time on (doubling from the grace time), so no other sweeper sends it meanwhile."""
+        stamp = now()
+        async with self._session() as session:
+            rows = list(
+                await session.scalars(
+                    select(TaskRow)
+                    .where(TaskRow.webhook_due_at <= stamp, TaskRow.webhook_attempts < max_attempts)
+                    .order_by(TaskRow.webhook_due_at)
+                    .limit(limit)
+                )
+            )
+        taken = []
+        for row in rows:
+            async with self._session() as session:
+                outcome = await session.execute(
+                    update(TaskRow)
+                    .where(TaskRow.id == row.id, TaskRow.webhook_attempts == row.webhook_attempts)
+                    .values(
+                        webhook_attempts=row.webhook_attempts + 1,
+                        webhook_due_at=stamp + timedelta(seconds=self._webhook_grace_s * 2**row.webhook_attempts),
+                    )
+                )
+            if outcome.rowcount:  # type: ignore[attr-defined]
+                taken.append(row)
+        return taken
+
+    async def webhook_delivered(self, task_id: str) -> None:
+        async with self._session() as session:
+            await session.execute(
+                update(TaskRow).where(TaskRow.id == task_id).values(webhook_due_at=None, webhook_sent_at=now())
+            )

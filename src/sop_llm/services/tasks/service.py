@@ -1,20 +1,31 @@
-"""TaskService: accept, look up, list and cancel tasks; the runner does the work."""
+"""TaskService: accept, look up, list and cancel tasks. Work is done by a runner: in this process when there is no
+broker, else by `sop-llm worker` processes that the broker hands task ids to."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+from sop_llm.infra.errors import AppError
 from sop_llm.infra.settings import Settings
+from sop_llm.services.tasks.broker import BrokerDispatch
 from sop_llm.services.tasks.model import TaskRow
 from sop_llm.services.tasks.repository import TaskRepository
 from sop_llm.services.tasks.runner import TaskRunner
 
 
 class TaskService:
-    def __init__(self, settings: Settings, repository: TaskRepository, runner: TaskRunner) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        repository: TaskRepository,
+        runner: TaskRunner | None,
+        dispatch: BrokerDispatch | None,
+    ) -> None:
         self._settings = settings
         self.repository = repository
         self.runner = runner
+        self.dispatch = dispatch
 
     async def submit(
         self,
@@ -24,10 +35,21 @@ class TaskService:
         webhook_url: str | None,
         max_attempts: int | None,
     ) -> tuple[TaskRow, bool]:
+        """Store the task (the database is the truth), then hand its id to the broker or the local runner. When the
+        broker cannot take it, the task stays accepted and a worker's sweeper dispatches it later."""
         row, created = await self.repository.create(
-            kind, payload, max_attempts or self._settings.tasks_max_attempts, idempotency_key, webhook_url
+            kind,
+            payload,
+            max_attempts or self._settings.tasks_max_attempts,
+            idempotency_key,
+            webhook_url,
+            dispatched=self.dispatch is not None,
         )
-        if created:
+        if created and self.dispatch is not None:
+            if not await self.dispatch.publish([row.id]):
+                with contextlib.suppress(AppError):  # else it is handed over once the dispatch goes stale
+                    await self.repository.undispatch([row.id])
+        elif created and self.runner is not None:
             self.runner.notify()
         return row, created
 
@@ -38,6 +60,8 @@ class TaskService:
         return await self.repository.search(status, kind, limit, offset)
 
     async def cancel(self, task_id: str) -> TaskRow:
+        """A running generation stops within a token here, or within a second in whichever worker runs it."""
         row = await self.repository.cancel(task_id)
-        self.runner.cancel(task_id)  # a running local generation stops within a token
+        if self.runner is not None:
+            self.runner.cancel(task_id)
         return row

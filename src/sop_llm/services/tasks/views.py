@@ -22,6 +22,10 @@ def task_view(row: TaskRow) -> dict[str, Any]:
         "attempts": row.attempts,
         "max_attempts": row.max_attempts,
         "idempotency_key": row.idempotency_key,
+        "worker": row.lease_owner,
+        "webhook": None
+        if row.webhook_url is None
+        else {"attempts": row.webhook_attempts, "delivered_at": _iso(row.webhook_sent_at)},
         "created_at": _iso(row.created_at),
         "updated_at": _iso(row.updated_at),
         "started_at": _iso(row.started_at),
