@@ -7,7 +7,7 @@ import os
 import platform
 from pathlib import Path
 
-from bench import embeddings, gateway, generation, structured
+from bench import embeddings, gateway, generation, structured, tasks
 from bench.service import Service
 
 
@@ -48,6 +48,16 @@ def main() -> None:
         json_counts = structured.run(service.url)
         results["structured_output"] = json_counts
         print(f"structured output (30 json_schema prompts, SmolLM2 generator and fixer): {json_counts}")
+    queue = tasks.run()
+    results["tasks"] = queue
+    print(
+        "tasks (PostgreSQL + Redis Streams, 2 workers): "
+        + " | ".join(
+            f"{name} {r['tasks_per_s']:.1f} tasks/s ({r['tasks']} in {r['seconds']:.1f} s, accepted at "
+            f"{r['submit_per_s']:.0f}/s, {r['failed']} failed)"
+            for name, r in queue.items()
+        )
+    )
     out = Path("bench/results/latest.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

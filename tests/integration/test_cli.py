@@ -78,3 +78,10 @@ def test_db_upgrade_creates_the_task_table(tmp_path: object) -> None:
         name for (name,) in sqlite3.connect(database).execute("select name from sqlite_master where type='table'")
     }
     assert {"tasks", "alembic_version"} <= tables
+
+
+def test_worker_without_a_broker_says_what_to_set() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "BROKER_URL"}
+    done = subprocess.run([sys.executable, "-m", "sop_llm", "worker"], env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "BROKER_URL" in done.stderr

@@ -109,3 +109,13 @@ def test_fallbacks_must_name_models(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"models.a.fallbacks: 'b' is not a model"):
         load_service_config(folder, TYPES)
+
+
+def test_config_files_see_values_from_dot_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sop_llm.services.container import config_environment
+
+    (tmp_path / ".env").write_text("SOP_TEST_FROM_FILE=file\nSOP_TEST_BOTH=file\n")
+    monkeypatch.setenv("SOP_TEST_BOTH", "process")
+    env = config_environment(str(tmp_path / ".env"))
+    assert env["SOP_TEST_FROM_FILE"] == "file"
+    assert env["SOP_TEST_BOTH"] == "process"  # the process environment wins, as in Settings

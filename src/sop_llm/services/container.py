@@ -69,9 +69,18 @@ class Services:
         return all(state == "ready" for state in states.values()), states
 
 
+def config_environment(env_file: str = ".env") -> dict[str, str]:
+    """What `${VAR}` in the config files can reference: the process environment over `.env`, as Settings sees them
+    (so a key or LLAMA_N_THREADS put in `.env` reaches config/*.yaml too)."""
+    from dotenv import dotenv_values
+
+    from_file = {key: value for key, value in dotenv_values(env_file).items() if value is not None}
+    return {**from_file, **os.environ}
+
+
 def build_services(settings: Settings, worker: bool = False) -> Services:
     """The API process runs tasks itself only when there is no broker; a worker (`sop-llm worker`) always does."""
-    config = load_service_config(settings.config_dir, provider_types(), os.environ)
+    config = load_service_config(settings.config_dir, provider_types(), config_environment())
     cache = MemoryCache(settings.cache_max_items, settings.cache_ttl_seconds)
     providers: dict[str, GenerationProvider] = {}
     for name, model in config.models.items():

@@ -6,6 +6,7 @@ database."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 
 # Workers of one deployment share one consumer group, so each message goes to one of them.
 CONSUMER_GROUP = "sop-llm-workers"
+# After a failed publish, do not try again for this long (requests stay fast; the sweepers catch up).
+BACKOFF_SECONDS = 5.0
 # Trim the stream (approximately) to this many entries; ids of finished tasks need not be kept.
 STREAM_MAXLEN = 100_000
 
@@ -30,21 +33,28 @@ def make_broker(settings: Settings) -> RedisBroker:
         settings.broker_url,
         socket_timeout=settings.broker_timeout,
         socket_connect_timeout=settings.broker_timeout,
+        # Through the standard logger (and so into ours, one format), per-message lines only at DEBUG.
+        logger=logging.getLogger("sop_llm.broker"),
         log_level=logging.DEBUG,
     )
 
 
 class BrokerDispatch:
-    """Publishes task ids to the tasks stream; never raises: False means "not handed over, try again later"."""
+    """Publishes task ids to the tasks stream; never raises: False means "not handed over, try again later".
+    After a failure it stops trying for BACKOFF_SECONDS, so an unreachable broker costs one timeout, not one per
+    accepted task."""
 
     def __init__(self, broker: RedisBroker, stream: str) -> None:
         self.broker = broker
         self.stream = stream
         self._connected = False
+        self._down_until = 0.0
 
     async def publish(self, task_ids: list[str]) -> bool:
         from redis.exceptions import RedisError
 
+        if time.monotonic() < self._down_until:
+            return False
         try:
             if not self._connected:
                 await self.broker.connect()
@@ -53,6 +63,7 @@ class BrokerDispatch:
                 await self.broker.publish(task_id, stream=self.stream, maxlen=STREAM_MAXLEN)
         except (RedisError, OSError, TimeoutError) as exc:
             logger.warning("broker unreachable, {} task(s) left for the next sweep: {!r}", len(task_ids), exc)
+            self._down_until = time.monotonic() + BACKOFF_SECONDS
             return False
         return True
 
