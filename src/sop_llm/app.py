@@ -8,10 +8,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from loguru import logger
+from starlette.middleware.cors import CORSMiddleware
 
 from sop_llm import __version__
+from sop_llm.api.auth import AuthMiddleware
+from sop_llm.api.body_limit import BodyLimitMiddleware
 from sop_llm.api.errors import install_error_handlers
 from sop_llm.api.middleware import TraceMiddleware
+from sop_llm.api.native import admin as native_admin
 from sop_llm.api.native import embeddings as native_embeddings
 from sop_llm.api.native import health as native_health
 from sop_llm.api.native import json_fix as native_json
@@ -21,7 +25,9 @@ from sop_llm.api.native import tasks as native_tasks
 from sop_llm.api.openai import chat as openai_chat
 from sop_llm.api.openai import embeddings as openai_embeddings
 from sop_llm.api.openai import models as openai_models
+from sop_llm.api.rate_limit import RateLimitMiddleware
 from sop_llm.infra.logging import setup_logging
+from sop_llm.infra.model_config import ConfigError
 from sop_llm.infra.settings import Settings
 from sop_llm.services.container import build_services
 
@@ -29,6 +35,11 @@ from sop_llm.services.container import build_services
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     setup_logging(settings)
+    if settings.environment == "production" and not settings.auth_on and not settings.auth_allow_disabled_in_production:
+        raise ConfigError(
+            "ENVIRONMENT=production with AUTH_ENABLED=false: refusing to serve without authentication; enable it, "
+            "or set AUTH_ALLOW_DISABLED_IN_PRODUCTION=true if something in front of the service authenticates"
+        )
     services = build_services(settings)  # validates config files; raises ConfigError naming file and key
 
     @asynccontextmanager
@@ -62,9 +73,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else {"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.services = services
-    app.add_middleware(TraceMiddleware)
+    # Innermost first: rate limits need the caller that auth found; CORS answers preflights before auth asks for
+    # credentials; the body cap and the trace id wrap everything.
+    if services.limiter.enabled:
+        app.add_middleware(RateLimitMiddleware, limiter=services.limiter)
+    if services.auth.enabled:
+        app.add_middleware(AuthMiddleware, authenticator=services.auth)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-API-Key"],
+            expose_headers=["X-Request-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"],
+        )
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body_bytes)
+    app.add_middleware(TraceMiddleware)  # outermost: every answer, a 413 included, carries the trace id
     install_error_handlers(app)
-    for module in (native_health, native_models, native_embeddings, native_providers, native_json, native_tasks):
+    native = (
+        native_health,
+        native_models,
+        native_embeddings,
+        native_providers,
+        native_json,
+        native_tasks,
+        native_admin,
+    )
+    for module in native:
         app.include_router(module.router, prefix="/api/v1")
     # The hottest routes are served as plain Starlette routes, ahead of FastAPI's APIRoute machinery (dependency
     # solving, query and cookie parsing on every request); their FastAPI declarations stay for /docs.

@@ -56,6 +56,44 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from sop_llm.infra.database import create_engine, session_factory
+    from sop_llm.infra.errors import AppError
+    from sop_llm.services.auth.keys import KeyStore
+
+    settings = Settings()
+
+    async def run() -> int:
+        engine = create_engine(settings)
+        store = KeyStore(session_factory(engine), 0)
+        try:
+            if args.keys_command == "create":
+                row, key = await store.create(args.name, args.scope)
+                print(f"created API key {row.id} ({row.scope}) '{row.name}'. Shown once; only a hash is stored:")
+                print(key)
+            elif args.keys_command == "list":
+                for row in await store.list():
+                    state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+                    print(f"{row.id}  {row.prefix}…  {row.scope:5}  {state:18}  {row.name}")
+            else:
+                row = await store.revoke(args.key_id)
+                print(f"revoked {row.id} '{row.name}'")
+        except AppError as exc:
+            print(exc.message, file=sys.stderr)
+            return 1
+        finally:
+            await engine.dispose()
+        return 0
+
+    if settings.migrate_on_startup:
+        from sop_llm.migrations import upgrade
+
+        upgrade(settings.database_url)
+    return asyncio.run(run())
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
     from sop_llm.migrations import upgrade
 
@@ -75,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     worker = commands.add_parser("worker", help="run background tasks handed over through BROKER_URL (Redis Streams)")
     worker.set_defaults(func=_worker)
+    keys = commands.add_parser("keys", help="API keys (DATABASE_URL)").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", choices=["user", "admin"], default="user")
+    keys.add_parser("list", help="list keys (never the keys themselves)")
+    revoke = keys.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    for sub in keys.choices.values():
+        sub.set_defaults(func=_keys)
     db = commands.add_parser("db", help="task database").add_subparsers(dest="db_command", required=True)
     db_upgrade = db.add_parser("upgrade", help="apply migrations (DATABASE_URL)")
     db_upgrade.add_argument("revision", nargs="?", default="head")

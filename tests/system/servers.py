@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -114,3 +115,53 @@ class Redis:
             self.resume()
         self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Service:
+    """One `sop-llm` process (serve or worker) with its output in a log file."""
+
+    def __init__(self, command: str, env: dict[str, str], port: int | None = None) -> None:
+        self.command, self.env, self.port = command, env, port
+        self.log = Path(tempfile.mkstemp(prefix=f"sop-llm-{command}-", suffix=".log")[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Service:
+        args = [sys.executable, "-m", "sop_llm", self.command]
+        if self.port:
+            args += ["--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def wait_healthy(url: str, service: Service, timeout: float = 180, ready: bool = False) -> None:
+    """Until the process answers /health (or, with `ready`, until its startup models are loaded)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/v1/health{'/ready' if ready else ''}", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{service.command} did not start:\n{service.log.read_text()[-3000:]}")

@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,47 +16,12 @@ import pytest
 from sop_llm.migrations import upgrade
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.live_server import free_port
-from tests.system.servers import Postgres, Redis
+from tests.system.servers import Postgres, Redis, Service
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 LEASE_SECONDS = 6
 TERMINAL = {"completed", "failed", "cancelled"}
-
-
-class Service:
-    """One `sop-llm` process (serve or worker) with its output in a log file."""
-
-    def __init__(self, command: str, env: dict[str, str], port: int | None = None) -> None:
-        self.command, self.env, self.port = command, env, port
-        self.log = Path(tempfile.mkstemp(prefix=f"sop-llm-{command}-", suffix=".log")[1])
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Service:
-        args = [sys.executable, "-m", "sop_llm", self.command]
-        if self.port:
-            args += ["--host", "127.0.0.1", "--port", str(self.port)]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
 
 
 class Stack:

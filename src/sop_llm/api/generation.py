@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 
 from sop_llm.api.disconnect import cancel_on_disconnect
+from sop_llm.api.rate_limit import record_tokens
 from sop_llm.providers.types import Chunk, Completion, GenerationRequest
 from sop_llm.services.container import Services
 
@@ -20,8 +21,10 @@ async def generate(
     """(model that answered, completion, JSON verdict or None)."""
     if gen.json_mode is None:
         name, completion = await cancel_on_disconnect(request, services.unified.generate(model, gen, fallbacks))
+        record_tokens(completion.usage.total_tokens)
         return name, completion, None
     name, completion, outcome = await cancel_on_disconnect(request, services.structured.generate(model, gen, fallbacks))
+    record_tokens(completion.usage.total_tokens)
     return name, completion, outcome.describe()
 
 
@@ -29,4 +32,19 @@ async def open_stream(
     request: Request, services: Services, model: str | None, gen: GenerationRequest, fallbacks: list[str] | None
 ) -> tuple[str, AsyncIterator[Chunk]]:
     source = services.unified.open_stream if gen.json_mode is None else services.structured.open_stream
-    return await cancel_on_disconnect(request, source(model, gen, fallbacks))
+    name, chunks = await cancel_on_disconnect(request, source(model, gen, fallbacks))
+    return name, _counted(chunks)
+
+
+async def _counted(chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    """Pass the chunks on; the last one's usage is charged to the caller's token limit. Closing this closes the
+    source at once (a client that went away stops the generation)."""
+    try:
+        async for chunk in chunks:
+            if chunk.usage is not None:
+                record_tokens(chunk.usage.total_tokens)
+            yield chunk
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()

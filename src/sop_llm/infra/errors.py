@@ -75,9 +75,27 @@ class UnsupportedFeatureError(BadRequestError):
     error_code = "unsupported_feature"
 
 
+class PayloadTooLargeError(AppError):
+    status_code = 413
+    error_code = "payload_too_large"
+    openai_type = "invalid_request_error"
+
+
 class RequestValidationFailed(AppError):
     status_code = 422
     error_code = "validation_error"
+    openai_type = "invalid_request_error"
+
+
+class AuthenticationError(AppError):
+    status_code = 401
+    error_code = "unauthorized"
+    openai_type = "invalid_request_error"
+
+
+class ForbiddenError(AppError):
+    status_code = 403
+    error_code = "forbidden"
     openai_type = "invalid_request_error"
 
 
@@ -108,6 +126,13 @@ class MemoryExceededError(AppError):
 class OverloadedError(AppError):
     status_code = 429
     error_code = "overloaded"
+    openai_type = "rate_limit_error"
+    retryable = True
+
+
+class RateLimitedError(AppError):
+    status_code = 429
+    error_code = "rate_limited"
     openai_type = "rate_limit_error"
     retryable = True
 

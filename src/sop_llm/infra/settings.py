@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     redis_port: int = Field(6379, alias="REDIS_PORT")
     redis_password: str | None = Field(None, alias="REDIS_PASSWORD")
     redis_url: str | None = Field(None, alias="REDIS_URL")
+    redis_timeout: float = Field(0.5, gt=0, alias="REDIS_TIMEOUT")
+    rate_limit_requests_per_minute: int = Field(0, ge=0, alias="RATE_LIMIT_REQUESTS_PER_MINUTE")
+    rate_limit_tokens_per_minute: int = Field(0, ge=0, alias="RATE_LIMIT_TOKENS_PER_MINUTE")
+    rate_limit_redis_down: Literal["local", "open", "closed"] = Field("local", alias="RATE_LIMIT_REDIS_DOWN")
     database_url: str = Field("sqlite+aiosqlite:///data/sop_llm.db", alias="DATABASE_URL")
     database_timeout: float = Field(5.0, gt=0, alias="DATABASE_TIMEOUT")
     database_auto_migrate: bool | None = Field(None, alias="DATABASE_AUTO_MIGRATE")
@@ -37,6 +41,14 @@ class Settings(BaseSettings):
     tasks_stream: str = Field("sop-llm:tasks", min_length=1, alias="TASKS_STREAM")
     broker_url: str | None = Field(None, alias="BROKER_URL")
     broker_timeout: float = Field(2.0, gt=0, alias="BROKER_TIMEOUT")
+    auth_enabled: bool | None = Field(None, alias="AUTH_ENABLED")
+    auth_allow_disabled_in_production: bool = Field(False, alias="AUTH_ALLOW_DISABLED_IN_PRODUCTION")
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["RS256"], alias="JWT_ALGORITHMS")
+    jwt_secret: SecretStr | None = Field(None, alias="JWT_SECRET")
+    jwt_public_key: SecretStr | None = Field(None, alias="JWT_PUBLIC_KEY")
+    jwt_issuer: str | None = Field(None, alias="JWT_ISSUER")
+    jwt_audience: str | None = Field(None, alias="JWT_AUDIENCE")
+    api_key_cache_seconds: float = Field(30.0, ge=0, alias="API_KEY_CACHE_SECONDS")
     anthropic_api_key: str | None = Field(None, alias="ANTHROPIC_API_KEY", repr=False)
 
     llm_default_model: str = Field("smollm2-135m", alias="LLM_DEFAULT_MODEL")
@@ -45,6 +57,9 @@ class Settings(BaseSettings):
     llm_max_queued_requests: int = Field(64, ge=0, alias="LLM_MAX_QUEUED_REQUESTS")
     llm_memory_threshold: float = Field(90.0, gt=0, le=100, alias="LLM_MEMORY_THRESHOLD")
     llm_max_prompt_chars: int = Field(32_000, ge=1, alias="LLM_MAX_PROMPT_CHARS")
+    llm_max_messages: int = Field(256, ge=1, alias="LLM_MAX_MESSAGES")
+    max_request_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, alias="MAX_REQUEST_BODY_BYTES")
+    cors_origins: list[str] = Field(default_factory=list, alias="CORS_ORIGINS")
     llm_request_timeout: float = Field(300.0, gt=0, alias="LLM_REQUEST_TIMEOUT")
 
     llm_retries: int = Field(1, ge=0, le=5, alias="LLM_RETRIES")
@@ -80,6 +95,19 @@ class Settings(BaseSettings):
         if self.json_fixer_enabled and not self.json_fixer_model:
             raise ValueError("JSON_FIXER_MODEL must name a model when JSON_FIXER_ENABLED is true")
         return self
+
+    @model_validator(mode="after")
+    def _jwt_algorithms_are_pinned(self) -> Settings:
+        if any(alg.lower() == "none" for alg in self.jwt_algorithms):
+            raise ValueError("JWT_ALGORITHMS must not contain 'none'")
+        return self
+
+    @property
+    def auth_on(self) -> bool:
+        """Auth is off in development unless AUTH_ENABLED says otherwise, and on everywhere else."""
+        if self.auth_enabled is None:
+            return self.environment != "development"
+        return self.auth_enabled
 
     @property
     def migrate_on_startup(self) -> bool:

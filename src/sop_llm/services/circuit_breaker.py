@@ -1,5 +1,6 @@
 """A circuit breaker per deployment (R-R3): open after N consecutive failures, one half-open probe after a
-cool-down, closed again on success. In memory here; issue 5/6 shares the state through Redis."""
+cool-down, closed again on success. Each replica keeps its own; with REDIS_URL, circuit_share.py tells every
+replica when one of them opened a breaker."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class CircuitBreaker:
     consecutive_failures: int = 0
     opened_at: float = 0.0
     times_opened: int = 0
+    opened_elsewhere: int = 0
     _probe_in_flight: bool = field(default=False, repr=False)
 
     def allow(self) -> bool:
@@ -54,6 +56,14 @@ class CircuitBreaker:
             self.opened_at = self.clock()
             self._probe_in_flight = False
 
+    def open_for(self, seconds: float) -> None:
+        """Another replica opened this deployment's breaker: stay open for what is left of its cool-down."""
+        if self.state is CircuitState.CLOSED:
+            self.opened_elsewhere += 1
+            self.state = CircuitState.OPEN
+            self.opened_at = self.clock() - max(0.0, self.cooldown_s - seconds)
+            self._probe_in_flight = False
+
     def abandon(self) -> None:
         """The call was cancelled before it said anything about the deployment: free the probe slot."""
         self._probe_in_flight = False
@@ -66,5 +76,6 @@ class CircuitBreaker:
             "state": self.state.value,
             "consecutive_failures": self.consecutive_failures,
             "times_opened": self.times_opened,
+            "opened_elsewhere": self.opened_elsewhere,
             "retry_in_seconds": round(self.retry_in(), 1) if self.state is CircuitState.OPEN else 0,
         }

@@ -14,10 +14,13 @@ from sop_llm.infra.model_config import ServiceConfig, load_service_config
 from sop_llm.infra.settings import Settings
 from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.registry import generation_provider, provider_types
+from sop_llm.services.auth.authenticator import Authenticator
+from sop_llm.services.auth.keys import KeyStore
 from sop_llm.services.embedding_manager import EmbeddingManager
 from sop_llm.services.json_fixer import JSONFixer
 from sop_llm.services.llm_manager import LLMManager
 from sop_llm.services.provider_manager import ProviderManager
+from sop_llm.services.rate_limit import RateLimiter
 from sop_llm.services.structured_output import StructuredOutput
 from sop_llm.services.tasks.broker import BrokerDispatch, make_broker
 from sop_llm.services.tasks.jobs import JobContext
@@ -38,6 +41,8 @@ class Services:
     unified: UnifiedLLM
     structured: StructuredOutput
     tasks: TaskService
+    auth: Authenticator
+    limiter: RateLimiter
     database: AsyncEngine
     started_at: float = field(default_factory=time.time)
 
@@ -81,7 +86,11 @@ def config_environment(env_file: str = ".env") -> dict[str, str]:
 def build_services(settings: Settings, worker: bool = False) -> Services:
     """The API process runs tasks itself only when there is no broker; a worker (`sop-llm worker`) always does."""
     config = load_service_config(settings.config_dir, provider_types(), config_environment())
-    cache = MemoryCache(settings.cache_max_items, settings.cache_ttl_seconds)
+    cache: Cache = MemoryCache(settings.cache_max_items, settings.cache_ttl_seconds)
+    if settings.redis_url:
+        from sop_llm.infra.redis_cache import RedisCache
+
+        cache = RedisCache(settings.redis_url, settings.cache_ttl_seconds, settings.redis_timeout)
     providers: dict[str, GenerationProvider] = {}
     for name, model in config.models.items():
         provider_config = config.providers[model.provider]
@@ -92,7 +101,8 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
     structured = StructuredOutput(unified, JSONFixer(settings, unified))
     embeddings = EmbeddingManager(settings, config, cache)
     database = create_engine(settings)
-    repository = TaskRepository(session_factory(database), webhook_grace_s=settings.tasks_lease_seconds)
+    sessions = session_factory(database)
+    repository = TaskRepository(sessions, webhook_grace_s=settings.tasks_lease_seconds)
     dispatch = BrokerDispatch(make_broker(settings), settings.tasks_stream) if settings.broker_url else None
     runner = None
     if worker or dispatch is None:
@@ -107,5 +117,7 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
         unified=unified,
         structured=structured,
         tasks=TaskService(settings, repository, runner, dispatch),
+        auth=Authenticator(settings, KeyStore(sessions, settings.api_key_cache_seconds)),
+        limiter=RateLimiter(settings),
         database=database,
     )

@@ -20,7 +20,11 @@ from sop_llm.infra.settings import Settings
 from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.types import Chunk, Completion, GenerationRequest, Health
 from sop_llm.services.circuit_breaker import CircuitBreaker
+from sop_llm.services.circuit_share import SharedCircuits
 from sop_llm.services.llm_manager import LLMManager
+
+# How often replicas exchange opened breakers through Redis (when REDIS_URL is set).
+CIRCUIT_SHARE_INTERVAL = 1.0
 
 
 @dataclass
@@ -62,6 +66,10 @@ class ProviderManager:
             for name, provider in providers.items()
         }
         self._health_task: asyncio.Task[None] | None = None
+        self._shared: SharedCircuits | None = None
+        self._share_task: asyncio.Task[None] | None = None
+        if settings.redis_url and any(not d.provider.local for d in self.deployments.values()):
+            self._shared = SharedCircuits(settings.redis_url, settings.redis_timeout)
 
     async def start(self) -> None:
         for deployment in self.deployments.values():
@@ -74,11 +82,16 @@ class ProviderManager:
                 # why, and calls to it fail over to the next deployment.
                 logger.error("{} is unavailable: {}", deployment.name, exc.message)
         self._health_task = asyncio.create_task(self._health_loop(), name="provider-health")
+        if self._shared is not None:
+            self._share_task = asyncio.create_task(self._share_loop(self._shared), name="circuit-share")
 
     async def aclose(self) -> None:
-        if self._health_task is not None:
-            self._health_task.cancel()
-            await asyncio.gather(self._health_task, return_exceptions=True)
+        for task in (self._health_task, self._share_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self._shared is not None:
+            await self._shared.aclose()
         for deployment in self.deployments.values():
             if not deployment.provider.local:
                 await deployment.provider.aclose()
@@ -95,6 +108,12 @@ class ProviderManager:
         if deployment.provider.local:
             return self._llm.stream(name, request)
         return deployment.provider.stream(request)
+
+    async def _share_loop(self, shared: SharedCircuits) -> None:
+        remote = {name: d.breaker for name, d in self.deployments.items() if not d.provider.local}
+        while True:
+            await shared.sync(remote)
+            await asyncio.sleep(CIRCUIT_SHARE_INTERVAL)
 
     # -- health ---------------------------------------------------------------------------------------
     async def _health_loop(self) -> None:

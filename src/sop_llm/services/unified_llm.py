@@ -102,6 +102,11 @@ class UnifiedLLM:
                 f"the prompt is {chars} characters; LLM_MAX_PROMPT_CHARS is {limit}",
                 param="messages" if request.messages is not None else "prompt",
             )
+        if request.messages is not None and len(request.messages) > self._settings.llm_max_messages:
+            raise BadRequestError(
+                f"{len(request.messages)} messages; LLM_MAX_MESSAGES is {self._settings.llm_max_messages}",
+                param="messages",
+            )
         request.max_tokens = min(request.max_tokens, self._settings.llm_max_tokens_per_request)
         names = [primary]
         # Request-given fallbacks name configured models only: a request can never point a provider at a URL.

@@ -26,7 +26,11 @@ async def health(services: ServicesDep) -> Response:
             "uptime_seconds": round(time.time() - services.started_at, 3),
             "components": {
                 "models": states,
-                "cache": {"backend": services.cache.backend},
+                "cache": {"backend": services.cache.backend, **vars(services.cache.stats)},
+                "rate_limits": {
+                    "enabled": services.limiter.enabled,
+                    "redis_failures": services.limiter.redis_failures,
+                },
                 "providers": {
                     d["name"]: {"healthy": d["health"]["ok"], "circuit": d["circuit"]["state"]}
                     for d in services.providers.describe()

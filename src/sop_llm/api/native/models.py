@@ -4,10 +4,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from loguru import logger
 from starlette.responses import Response
 
+from sop_llm.api.answer_cache import cached_answer, remember_answer
+from sop_llm.api.auth import require_admin
 from sop_llm.api.deps import ServicesDep
 from sop_llm.api.errors import native_body
 from sop_llm.api.generation import generate, open_stream
@@ -39,6 +41,8 @@ async def generate_text(body: GenerateBody, request: Request, services: Services
     if body.stream:
         model, chunks = await open_stream(request, services, body.model, gen_request, body.fallbacks)
         return EventStreamResponse(_native_events(model, chunks))
+    if (hit := await cached_answer(request)) is not None:
+        return hit
     model, completion, verdict = await generate(request, services, body.model, gen_request, body.fallbacks)
     reply: dict[str, Any] = {
         "model": model,
@@ -48,7 +52,7 @@ async def generate_text(body: GenerateBody, request: Request, services: Services
     }
     if verdict is not None:
         reply["json"] = {"value": orjson.loads(completion.text), **verdict}
-    return json_response(reply)
+    return await remember_answer(request, json_response(reply))
 
 
 async def _native_events(model: str, chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:
@@ -70,7 +74,7 @@ async def _native_events(model: str, chunks: AsyncIterator[Chunk]) -> AsyncItera
         yield sse_event(native_body(AppError("internal error; the trace id identifies it in the logs")), "error")
 
 
-@router.post("/models/{name}/load", status_code=202)
+@router.post("/models/{name}/load", status_code=202, dependencies=[Depends(require_admin)])
 async def load_model(name: str, services: ServicesDep) -> Response:
     kind, canonical = _local_model(name, services)
     if kind == "embedding":
@@ -80,7 +84,7 @@ async def load_model(name: str, services: ServicesDep) -> Response:
     return json_response({"name": canonical, "state": "loading"}, 202)
 
 
-@router.post("/models/{name}/unload")
+@router.post("/models/{name}/unload", dependencies=[Depends(require_admin)])
 async def unload_model(name: str, services: ServicesDep) -> Response:
     kind, canonical = _local_model(name, services)
     if kind == "embedding":

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
+from sop_llm.api.auth import principal_of
 from sop_llm.api.deps import ServicesDep
 from sop_llm.api.native.json_fix import FixBody
 from sop_llm.api.native.schemas import EmbeddingsBody, GenerateBody, SimilarityBody
@@ -49,30 +50,36 @@ def _validated_payload(body: TaskBody) -> dict[str, Any]:
 
 
 @router.post("/tasks", status_code=202)
-async def create_task(body: TaskBody, services: ServicesDep) -> Response:
+async def create_task(body: TaskBody, request: Request, services: ServicesDep) -> Response:
+    principal = principal_of(request)
     row, created = await services.tasks.submit(
-        body.kind, _validated_payload(body), body.idempotency_key, body.webhook_url, body.max_attempts
+        body.kind, _validated_payload(body), body.idempotency_key, body.webhook_url, body.max_attempts, principal
     )
+    if not created and not principal.admin and row.owner != principal.subject:
+        raise BadRequestError(
+            "idempotency_key: already used by another caller; choose another", param="idempotency_key"
+        )
     return json_response(task_view(row), 202 if created else 200)
 
 
 @router.get("/tasks/{task_id}")
-async def get_task(task_id: str, services: ServicesDep) -> Response:
-    return json_response(task_view(await services.tasks.get(task_id)))
+async def get_task(task_id: str, request: Request, services: ServicesDep) -> Response:
+    return json_response(task_view(await services.tasks.get(task_id, principal_of(request))))
 
 
 @router.get("/tasks")
 async def list_tasks(
+    request: Request,
     services: ServicesDep,
     status: Literal["pending", "processing", "completed", "failed", "cancelled"] | None = None,
     kind: str | None = None,
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
 ) -> Response:
-    rows, total = await services.tasks.search(status, kind, limit, offset)
+    rows, total = await services.tasks.search(status, kind, limit, offset, principal_of(request))
     return json_response({"tasks": [task_view(r) for r in rows], "total": total, "limit": limit, "offset": offset})
 
 
 @router.delete("/tasks/{task_id}")
-async def cancel_task(task_id: str, services: ServicesDep) -> Response:
-    return json_response(task_view(await services.tasks.cancel(task_id)))
+async def cancel_task(task_id: str, request: Request, services: ServicesDep) -> Response:
+    return json_response(task_view(await services.tasks.cancel(task_id, principal_of(request))))

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from sop_llm.api.answer_cache import cached_answer, remember_answer
 from sop_llm.api.body import documented_body, parse_body
 from sop_llm.api.deps import ServicesDep, services_of
 from sop_llm.api.generation import generate, open_stream
@@ -37,6 +38,8 @@ def _chat_request(body: ChatCompletionRequest, default_max: int) -> GenerationRe
 @router.post("/chat/completions", openapi_extra=documented_body(ChatCompletionRequest))
 async def chat_completions(request: Request) -> Response:
     body = await parse_body(request, ChatCompletionRequest)
+    if not body.stream and (hit := await cached_answer(request)) is not None:
+        return hit
     services = services_of(request)
     gen = _chat_request(body, services.unified.default_max_tokens)
     created = int(time.time())
@@ -71,7 +74,7 @@ async def chat_completions(request: Request) -> Response:
     }
     if verdict is not None:
         reply[JSON_VERDICT_FIELD] = verdict
-    return json_response(reply)
+    return await remember_answer(request, json_response(reply))
 
 
 @router.post("/completions")

@@ -34,6 +34,8 @@ class TaskRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    # Who created it (`key:<id>` or `jwt:<sub>`); NULL with auth off. Users see only their own tasks.
+    owner: Mapped[str | None] = mapped_column(String(160), nullable=True, index=True)
     webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -56,6 +56,7 @@ class TaskRepository:
         idempotency_key: str | None = None,
         webhook_url: str | None = None,
         dispatched: bool = False,
+        owner: str | None = None,
     ) -> tuple[TaskRow, bool]:
         """(task, created): with an idempotency key already used, the existing task and False. `dispatched` marks
         the task as handed to the broker by the caller (which publishes it right after)."""
@@ -78,6 +79,7 @@ class TaskRepository:
             updated_at=stamp,
             dispatched_at=stamp if dispatched else None,
             webhook_attempts=0,
+            owner=owner,
         )
         try:
             async with self._session() as session:
@@ -101,8 +103,13 @@ class TaskRepository:
             raise NotFoundError(f"no task with id '{task_id}'", param="task_id")
         return row
 
-    async def search(self, status: str | None, kind: str | None, limit: int, offset: int) -> tuple[list[TaskRow], int]:
+    async def search(
+        self, status: str | None, kind: str | None, limit: int, offset: int, owner: str | None = None
+    ) -> tuple[list[TaskRow], int]:
+        """A page of tasks, newest first; `owner` limits it to one caller's tasks."""
         query = select(TaskRow)
+        if owner is not None:
+            query = query.where(TaskRow.owner == owner)
         if status:
             query = query.where(TaskRow.status == status)
         if kind:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from sop_llm.infra.errors import AppError
+from sop_llm.infra.errors import AppError, NotFoundError
 from sop_llm.infra.settings import Settings
+from sop_llm.services.auth.principal import Principal
 from sop_llm.services.tasks.broker import BrokerDispatch
 from sop_llm.services.tasks.model import TaskRow
 from sop_llm.services.tasks.repository import TaskRepository
@@ -34,6 +35,7 @@ class TaskService:
         idempotency_key: str | None,
         webhook_url: str | None,
         max_attempts: int | None,
+        principal: Principal,
     ) -> tuple[TaskRow, bool]:
         """Store the task (the database is the truth), then hand its id to the broker or the local runner. When the
         broker cannot take it, the task stays accepted and a worker's sweeper dispatches it later."""
@@ -44,6 +46,7 @@ class TaskService:
             idempotency_key,
             webhook_url,
             dispatched=self.dispatch is not None,
+            owner=principal.subject,
         )
         if created and self.dispatch is not None:
             if not await self.dispatch.publish([row.id]):
@@ -53,14 +56,22 @@ class TaskService:
             self.runner.notify()
         return row, created
 
-    async def get(self, task_id: str) -> TaskRow:
-        return await self.repository.get(task_id)
+    async def get(self, task_id: str, principal: Principal) -> TaskRow:
+        """A user sees only their own tasks (another's answers 404, as if it did not exist); an admin sees all."""
+        row = await self.repository.get(task_id)
+        if not principal.admin and row.owner != principal.subject:
+            raise NotFoundError(f"no task with id '{task_id}'", param="task_id")
+        return row
 
-    async def search(self, status: str | None, kind: str | None, limit: int, offset: int) -> tuple[list[TaskRow], int]:
-        return await self.repository.search(status, kind, limit, offset)
+    async def search(
+        self, status: str | None, kind: str | None, limit: int, offset: int, principal: Principal
+    ) -> tuple[list[TaskRow], int]:
+        owner = None if principal.admin else principal.subject
+        return await self.repository.search(status, kind, limit, offset, owner=owner)
 
-    async def cancel(self, task_id: str) -> TaskRow:
+    async def cancel(self, task_id: str, principal: Principal) -> TaskRow:
         """A running generation stops within a token here, or within a second in whichever worker runs it."""
+        await self.get(task_id, principal)
         row = await self.repository.cancel(task_id)
         if self.runner is not None:
             self.runner.cancel(task_id)

@@ -1,0 +1,61 @@
+"""Authentication on every route but liveness, readiness and the API docs: the principal lands in
+`request.state.principal`; a missing or bad credential is a 401 in the surface's error shape."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sop_llm.api.errors import error_response
+from sop_llm.infra.errors import AppError, ForbiddenError
+from sop_llm.services.auth.authenticator import Authenticator
+from sop_llm.services.auth.principal import ANONYMOUS, Principal
+
+PUBLIC_PATHS = frozenset({"/api/v1/health", "/api/v1/health/ready", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+
+
+def _credential(scope: Scope) -> str | None:
+    api_key: str | None = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            kind, _, token = str(value.decode("latin-1")).partition(" ")
+            if kind.lower() == "bearer" and token.strip():
+                return token.strip()
+        elif name == b"x-api-key":
+            api_key = value.decode("latin-1").strip()
+    return api_key
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await self.authenticator.authenticate(_credential(scope))
+        except AppError as exc:
+            if scope["type"] != "http":
+                return  # a websocket closes unanswered
+            response = error_response(Request(scope, receive), exc)
+            if exc.status_code == 401:
+                response.headers["WWW-Authenticate"] = "Bearer"
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def principal_of(request: Request) -> Principal:
+    principal: Principal = getattr(request.state, "principal", ANONYMOUS)
+    return principal
+
+
+async def require_admin(request: Request) -> Principal:
+    principal = principal_of(request)
+    if not principal.admin:
+        raise ForbiddenError("this needs an admin API key or a token with the admin scope")
+    return principal

@@ -1,0 +1,62 @@
+"""The Redis cache backend (R-C1): one connection pool, REDIS_TIMEOUT on every call, and a breaker: a Redis that
+errs or does not answer in time turns lookups into misses (counted in `stats.errors`) and is left alone for
+RETRY_SECONDS, so a slow or dead Redis costs one timeout, never a hang or a 500."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+from loguru import logger
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from sop_llm.infra.cache import Cache
+
+RETRY_SECONDS = 5.0
+
+
+class RedisCache(Cache):
+    backend = "redis"
+
+    def __init__(self, url: str, default_ttl: int, timeout: float) -> None:
+        super().__init__()
+        self._default_ttl = default_ttl
+        self._client: Redis = Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, max_connections=64
+        )
+        self._down_until = 0.0
+
+    def _available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, exc: Exception) -> None:
+        self.stats.errors += 1
+        self._down_until = time.monotonic() + RETRY_SECONDS
+        logger.warning("cache: Redis unreachable ({!r}); treating lookups as misses for {} s", exc, RETRY_SECONDS)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        found: list[bytes | None] = [None] * len(keys)
+        if keys and self._available():
+            try:
+                found = [value if isinstance(value, bytes) else None for value in await self._client.mget(list(keys))]
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._failed(exc)
+        hits = sum(value is not None for value in found)
+        self.stats.hits += hits
+        self.stats.misses += len(keys) - hits
+        return found
+
+    async def set_many(self, items: Iterable[tuple[str, bytes]], ttl: int | None = None) -> None:
+        if not self._available():
+            return
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, value in items:
+                    pipe.set(key, value, ex=ttl or self._default_ttl)
+                await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
