@@ -20,6 +20,7 @@ from sop_llm.api.native import embeddings as native_embeddings
 from sop_llm.api.native import health as native_health
 from sop_llm.api.native import json_fix as native_json
 from sop_llm.api.native import models as native_models
+from sop_llm.api.native import monitoring as native_monitoring
 from sop_llm.api.native import providers as native_providers
 from sop_llm.api.native import tasks as native_tasks
 from sop_llm.api.openai import chat as openai_chat
@@ -88,7 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"],
         )
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body_bytes)
-    app.add_middleware(TraceMiddleware)  # outermost: every answer, a 413 included, carries the trace id
+    app.add_middleware(
+        TraceMiddleware, metrics=services.metrics
+    )  # outermost: every answer, a 413 included, carries the trace id
     install_error_handlers(app)
     native = (
         native_health,
@@ -98,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         native_json,
         native_tasks,
         native_admin,
+        native_monitoring,
     )
     for module in native:
         app.include_router(module.router, prefix="/api/v1")
@@ -105,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # solving, query and cookie parsing on every request); their FastAPI declarations stay for /docs.
     app.router.add_route("/v1/chat/completions", openai_chat.chat_completions, methods=["POST"])
     app.router.add_route("/v1/embeddings", openai_embeddings.embeddings, methods=["POST"])
+    app.include_router(native_monitoring.root)
     for module in (openai_chat, openai_embeddings, openai_models):
         app.include_router(module.router, prefix="/v1")
     return app

@@ -67,6 +67,8 @@ async def run_worker(settings: Settings) -> None:
         while not stop.is_set():
             if not subscriber.running:
                 await _subscribe(dispatch.broker, subscriber)
+            if settings.worker_heartbeat_file is not None:  # for container health checks
+                settings.worker_heartbeat_file.touch()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SUPERVISE_INTERVAL)
     finally:

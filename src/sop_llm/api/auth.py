@@ -11,11 +11,31 @@ from sop_llm.infra.errors import AppError, ForbiddenError
 from sop_llm.services.auth.authenticator import Authenticator
 from sop_llm.services.auth.principal import ANONYMOUS, Principal
 
-PUBLIC_PATHS = frozenset({"/api/v1/health", "/api/v1/health/ready", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+# The dashboard page is static; the data it draws comes over the (authenticated) WebSocket. /metrics carries no
+# secrets and Prometheus scrapes it without credentials: keep it on the internal network.
+PUBLIC_PATHS = frozenset(
+    {
+        "/api/v1/health",
+        "/api/v1/health/ready",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/openapi.json",
+        "/metrics",
+        "/dashboard",
+    }
+)
 
 
 def _credential(scope: Scope) -> str | None:
+    """From `Authorization: Bearer …` or `X-API-Key`; a WebSocket from a browser (which cannot set headers) may
+    send `?token=…` instead."""
     api_key: str | None = None
+    if scope["type"] == "websocket":
+        from urllib.parse import parse_qs
+
+        tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token") or []
+        if tokens:
+            api_key = tokens[0]
     for name, value in scope["headers"]:
         if name == b"authorization":
             kind, _, token = str(value.decode("latin-1")).partition(" ")

@@ -11,7 +11,7 @@ from starlette.requests import Request
 
 from sop_llm.api.disconnect import cancel_on_disconnect
 from sop_llm.api.rate_limit import record_tokens
-from sop_llm.providers.types import Chunk, Completion, GenerationRequest
+from sop_llm.providers.types import Chunk, Completion, GenerationRequest, Usage
 from sop_llm.services.container import Services
 
 
@@ -21,11 +21,17 @@ async def generate(
     """(model that answered, completion, JSON verdict or None)."""
     if gen.json_mode is None:
         name, completion = await cancel_on_disconnect(request, services.unified.generate(model, gen, fallbacks))
-        record_tokens(completion.usage.total_tokens)
+        _account(services, name, completion.usage)
         return name, completion, None
     name, completion, outcome = await cancel_on_disconnect(request, services.structured.generate(model, gen, fallbacks))
-    record_tokens(completion.usage.total_tokens)
+    _account(services, name, completion.usage)
     return name, completion, outcome.describe()
+
+
+def _account(services: Services, model: str, usage: Usage) -> None:
+    """Tokens to the caller's rate limit and to the per-model token counters."""
+    record_tokens(usage.total_tokens)
+    services.metrics.observe_tokens(model, usage.prompt_tokens, usage.completion_tokens)
 
 
 async def open_stream(
@@ -33,16 +39,16 @@ async def open_stream(
 ) -> tuple[str, AsyncIterator[Chunk]]:
     source = services.unified.open_stream if gen.json_mode is None else services.structured.open_stream
     name, chunks = await cancel_on_disconnect(request, source(model, gen, fallbacks))
-    return name, _counted(chunks)
+    return name, _counted(services, name, chunks)
 
 
-async def _counted(chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+async def _counted(services: Services, model: str, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
     """Pass the chunks on; the last one's usage is charged to the caller's token limit. Closing this closes the
     source at once (a client that went away stops the generation)."""
     try:
         async for chunk in chunks:
             if chunk.usage is not None:
-                record_tokens(chunk.usage.total_tokens)
+                _account(services, model, chunk.usage)
             yield chunk
     finally:
         close = getattr(chunks, "aclose", None)

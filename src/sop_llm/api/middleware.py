@@ -6,18 +6,24 @@ header too: Starlette's own last-resort handler sits outside every user middlewa
 
 from __future__ import annotations
 
+import time
+
 from loguru import logger
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sop_llm.api.errors import error_response
 from sop_llm.infra.errors import AppError
+from sop_llm.infra.metrics import Metrics, start_request
 from sop_llm.infra.trace import set_trace_id, trace_id_from_headers
 
 
 class TraceMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """Also measures every HTTP request for /metrics: route template, status, latency, and gateway overhead."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -34,14 +40,22 @@ class TraceMiddleware:
         header = (b"x-request-id", trace_id.encode("latin-1"))
 
         started = False
+        status = 500
+        streamed = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status, streamed
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", ()), header]
+                status = message["status"]
+                headers = message.get("headers", ())
+                streamed = any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers)
+                message["headers"] = [*headers, header]
             await send(message)
 
+        began = time.perf_counter()
+        upstream = start_request()
+        self.metrics.active.inc()
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -51,3 +65,14 @@ class TraceMiddleware:
             request = Request(scope, receive)
             response = error_response(request, AppError("internal error; the trace id identifies it in the logs"))
             await response(scope, receive, send_with_id)
+        finally:
+            self.metrics.active.dec()
+            if scope["type"] == "http":
+                route = scope.get("route")
+                self.metrics.observe_request(
+                    getattr(route, "path", "unmatched"),
+                    scope["method"],
+                    status,
+                    time.perf_counter() - began,
+                    sum(upstream) if upstream and not streamed else None,
+                )

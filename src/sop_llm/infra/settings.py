@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     tasks_redispatch_seconds: float = Field(60.0, gt=0, alias="TASKS_REDISPATCH_SECONDS")
     tasks_stream: str = Field("sop-llm:tasks", min_length=1, alias="TASKS_STREAM")
     broker_url: str | None = Field(None, alias="BROKER_URL")
+    worker_heartbeat_file: Path | None = Field(None, alias="WORKER_HEARTBEAT_FILE")
     broker_timeout: float = Field(2.0, gt=0, alias="BROKER_TIMEOUT")
     auth_enabled: bool | None = Field(None, alias="AUTH_ENABLED")
     auth_allow_disabled_in_production: bool = Field(False, alias="AUTH_ALLOW_DISABLED_IN_PRODUCTION")

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sop_llm.infra.cache import Cache, MemoryCache
 from sop_llm.infra.database import create_engine, session_factory
+from sop_llm.infra.metrics import Metrics
 from sop_llm.infra.model_config import ServiceConfig, load_service_config
 from sop_llm.infra.settings import Settings
 from sop_llm.providers.base import GenerationProvider
@@ -19,6 +20,7 @@ from sop_llm.services.auth.keys import KeyStore
 from sop_llm.services.embedding_manager import EmbeddingManager
 from sop_llm.services.json_fixer import JSONFixer
 from sop_llm.services.llm_manager import LLMManager
+from sop_llm.services.monitoring import Monitor
 from sop_llm.services.provider_manager import ProviderManager
 from sop_llm.services.rate_limit import RateLimiter
 from sop_llm.services.structured_output import StructuredOutput
@@ -43,8 +45,13 @@ class Services:
     tasks: TaskService
     auth: Authenticator
     limiter: RateLimiter
+    metrics: Metrics
     database: AsyncEngine
     started_at: float = field(default_factory=time.time)
+    monitor: Monitor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.monitor = Monitor(self)
 
     async def start(self) -> None:
         """Open remote clients, begin loading the startup models in the background, start the task runner (which
@@ -52,10 +59,12 @@ class Services:
         self.llm.start()
         self.embeddings.start()
         await self.providers.start()
+        self.monitor.start()
         if self.tasks.runner is not None:
             self.tasks.runner.start(ready=lambda: self.ready()[0], poll=self.tasks.dispatch is None)
 
     async def aclose(self) -> None:
+        await self.monitor.aclose()
         if self.tasks.runner is not None:
             await self.tasks.runner.aclose()
         if self.tasks.dispatch is not None:
@@ -97,7 +106,8 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
         providers[name] = generation_provider(provider_config.type)(name, model, provider_config)
     llm = LLMManager(settings, {name: p for name, p in providers.items() if p.local})
     provider_manager = ProviderManager(settings, providers, llm)
-    unified = UnifiedLLM(settings, config, provider_manager, llm)
+    metrics = Metrics([*config.models, *config.embeddings])
+    unified = UnifiedLLM(settings, config, provider_manager, llm, metrics)
     structured = StructuredOutput(unified, JSONFixer(settings, unified))
     embeddings = EmbeddingManager(settings, config, cache)
     database = create_engine(settings)
@@ -119,5 +129,6 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
         tasks=TaskService(settings, repository, runner, dispatch),
         auth=Authenticator(settings, KeyStore(sessions, settings.api_key_cache_seconds)),
         limiter=RateLimiter(settings),
+        metrics=metrics,
         database=database,
     )

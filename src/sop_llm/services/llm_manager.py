@@ -84,6 +84,9 @@ class LLMManager:
         for name in self._models:
             await self.unload(name)
 
+    def names(self) -> list[str]:
+        return list(self._models)
+
     def default_names(self) -> list[str]:
         return [n for n, m in self._models.items() if m.provider.model_config.load_on_startup]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from sop_llm.infra.errors import (
     PromptTooLongError,
     UnsupportedFeatureError,
 )
+from sop_llm.infra.metrics import Metrics, record_upstream
 from sop_llm.infra.model_config import ServiceConfig
 from sop_llm.infra.settings import Settings
 from sop_llm.providers.types import Capability, Chunk, Completion, GenerationRequest
@@ -41,7 +43,15 @@ class Route:
 
 
 class UnifiedLLM:
-    def __init__(self, settings: Settings, config: ServiceConfig, providers: ProviderManager, llm: LLMManager) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: ServiceConfig,
+        providers: ProviderManager,
+        llm: LLMManager,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._metrics = metrics or Metrics(config.models)
         self._settings = settings
         self._config = config
         self._providers = providers
@@ -171,12 +181,15 @@ class UnifiedLLM:
                     )
                     break
                 deployment.stats.calls += 1
+                started = time.perf_counter()
                 try:
                     result = await call(deployment)
                 except asyncio.CancelledError:
                     deployment.breaker.abandon()
                     raise
                 except AppError as exc:
+                    record_upstream(time.perf_counter() - started)
+                    self._metrics.observe_provider(deployment.name, False, time.perf_counter() - started)
                     deployment.stats.failures += 1
                     if not exc.retryable:
                         deployment.breaker.record_success()  # the deployment answered; the request was at fault
@@ -190,6 +203,8 @@ class UnifiedLLM:
                     deployment.stats.retries += 1
                     await asyncio.sleep(wait)
                     continue
+                record_upstream(time.perf_counter() - started)
+                self._metrics.observe_provider(deployment.name, True, time.perf_counter() - started)
                 if not local:
                     deployment.breaker.record_success()
                 return deployment.name, result

@@ -119,6 +119,12 @@ class TaskRepository:
             rows = await session.scalars(query.order_by(TaskRow.created_at.desc()).limit(limit).offset(offset))
             return list(rows), int(total)
 
+    async def counts(self) -> dict[str, int]:
+        """How many tasks are in each status."""
+        async with self._session() as session:
+            rows = await session.execute(select(TaskRow.status, func.count()).group_by(TaskRow.status))
+            return {str(status): int(count) for status, count in rows}
+
     async def claimable(self, limit: int) -> list[str]:
         async with self._session() as session:
             ids = await session.scalars(
