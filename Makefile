@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run worker test lint format bench clean
+.PHONY: install run worker test lint format bench clean browser
 
 install: $(STAMP)
 
@@ -28,8 +28,16 @@ $(STAMP): pyproject.toml Makefile
 run: install
 	$(BIN)/sop-llm serve
 
-test: lint
+worker: install
+	$(BIN)/sop-llm worker
+
+test: lint browser
 	$(BIN)/pytest --cov=sop_llm --cov-report=term-missing:skip-covered --cov-report=xml
+
+# The dashboard test needs a real browser: Debian's chromium (Playwright's own download is not reachable here).
+browser:
+	command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -90,6 +90,7 @@ class Monitor(Collector):
         """The WebSocket message: see README "Monitoring" for the schema."""
         services = self._services
         metrics = services.metrics
+        models = self._models()
         return {
             "type": "snapshot",
             "timestamp": time.time(),
@@ -105,13 +106,19 @@ class Monitor(Collector):
             "providers": [
                 {
                     "name": p["name"],
-                    "healthy": p["health"]["ok"],
+                    # A local deployment is as healthy as its model's state says (null while not loaded); a remote
+                    # one as its last health check said.
+                    "healthy": _local_health(models.get(p["name"])) if p["local"] else p["health"]["ok"],
                     "circuit": p["circuit"]["state"],
                     "calls": p["stats"]["calls"],
                     "failures": p["stats"]["failures"],
                 }
                 for p in services.providers.describe()
             ],
-            "models": self._models(),
+            "models": models,
             "tasks": {**self.task_counts, "queue_depth": self.task_counts["pending"]},
         }
+
+
+def _local_health(state: str | None) -> bool | None:
+    return {"ready": True, "failed": False}.get(state or "")

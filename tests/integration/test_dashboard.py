@@ -1,0 +1,70 @@
+"""The dashboard (R-M3) in a real headless browser: Debian's Chromium driven by Playwright, while traffic flows.
+The charts must redraw with new points and the counters follow the traffic; a screenshot is kept as an artifact
+(test-artifacts/dashboard.png)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import async_playwright
+
+from tests.live_server import LiveServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHARTS = ("chart-rate", "chart-latency", "chart-tokens", "chart-queue")
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.fail("Debian's chromium is not installed; `make test` installs it (apt-get install chromium)")
+    return found
+
+
+async def _traffic(url: str, seconds: float) -> int:
+    sent = 0
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        deadline = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < deadline:
+            await client.post("/api/v1/models/generate", json={"prompt": "Hi", "max_tokens": 8, "temperature": 0})
+            await client.post("/api/v1/embeddings", json={"texts": [f"dashboard {sent}"]})
+            sent += 2
+    return sent
+
+
+async def test_dashboard_draws_the_live_feed(server: LiveServer) -> None:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{server.url}/dashboard")
+        await page.wait_for_function("Number(document.body.dataset.snapshots || 0) >= 1", timeout=15_000)
+        assert await page.text_content("#status") == "live"
+        images = {c: await page.eval_on_selector(f"#{c}", "c => c.toDataURL()") for c in CHARTS[:3]}
+        total_before = int(await page.text_content("#total") or 0)
+        snapshots_before = int(await page.evaluate("document.body.dataset.snapshots"))
+
+        sent = await _traffic(server.url, 4.0)
+        settled = max(snapshots_before + 4, int(await page.evaluate("document.body.dataset.snapshots")) + 2)
+        await page.wait_for_function(f"Number(document.body.dataset.snapshots) >= {settled}", timeout=15_000)
+        for chart in CHARTS:
+            points = int(await page.eval_on_selector(f"#{chart}", "c => c.dataset.points"))
+            assert points >= snapshots_before + 4, chart
+        for chart, before in images.items():
+            assert await page.eval_on_selector(f"#{chart}", "c => c.toDataURL()") != before, f"{chart} did not redraw"
+        total_after = int(await page.text_content("#total") or 0)
+        assert total_after >= total_before + sent
+        assert "smollm2-135m" in (await page.text_content("#models") or "")
+        assert int(await page.text_content("#tokens-out") or 0) > 0
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        await browser.close()
+    assert not errors, errors
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
