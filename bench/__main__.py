@@ -7,16 +7,27 @@ import os
 import platform
 from pathlib import Path
 
+from tqdm import tqdm
+
 from bench import embeddings, gateway, generation, structured, tasks
 from bench.service import Service
+
+PHASES = ["gateway", "startup", "generation", "embeddings", "structured output", "tasks"]
 
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     results: dict[str, object] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    progress = tqdm(total=len(PHASES), desc="benchmarks", unit="phase")
+
+    def step(name: str) -> None:
+        progress.set_postfix_str(name)
+        progress.update()
+
     # First, before this process loads any model for the raw measurements: their threads and memory
     # would weigh on the CPU-bound gateway figures.
     gw = gateway.run()
+    step("gateway")
     results["gateway"] = gw
     summary = gw["summary"]
     print(
@@ -29,7 +40,9 @@ def main() -> None:
     with Service() as service:
         results["startup"] = {"liveness_s": service.liveness_s, "ready_s": service.ready_s}
         print(f"startup: /health answered after {service.liveness_s:.2f} s, ready after {service.ready_s:.2f} s")
+        step("startup")
         gen = generation.run(service.url)
+        step("generation")
         results["generation"] = gen
         print(
             f"generation: raw {gen['raw_tok_per_s']:.1f} tok/s | API {gen['api_tok_per_s']:.1f} tok/s "
@@ -38,6 +51,7 @@ def main() -> None:
             f"8 concurrent: {gen['concurrent_8_complete']}/8 complete in {gen['concurrent_8_seconds']:.1f} s"
         )
         emb = embeddings.run(service.url)
+        step("embeddings")
         results["embeddings"] = emb
         print(
             f"embeddings: raw batch-64 {emb['raw_batch64_per_s']:.0f}/s | HTTP c64 base64 "
@@ -46,9 +60,12 @@ def main() -> None:
             f"{emb['cached_request_p50_ms']:.2f} ms"
         )
         json_counts = structured.run(service.url)
+        step("structured output")
         results["structured_output"] = json_counts
         print(f"structured output (30 json_schema prompts, SmolLM2 generator and fixer): {json_counts}")
     queue = tasks.run()
+    step("tasks")
+    progress.close()
     results["tasks"] = queue
     print(
         "tasks (PostgreSQL + Redis Streams, 2 workers): "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from sop_llm.infra.model_config import ConfigError
 from sop_llm.infra.settings import Settings
@@ -16,7 +17,8 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or settings.server_host
     port = args.port or settings.server_port
     workers = args.workers or settings.server_workers
-    try:
+
+    def serve() -> int:
         uvicorn.run(
             "sop_llm.app:create_app",
             factory=True,
@@ -27,10 +29,18 @@ def _serve(args: argparse.Namespace) -> int:
             access_log=settings.log_access,
             timeout_graceful_shutdown=10,
         )
+        return 0
+
+    return _reporting_config_errors(serve)
+
+
+def _reporting_config_errors(command: Callable[[], int]) -> int:
+    """Run `command`; a bad configuration file is one clear line and exit status 2, not a traceback."""
+    try:
+        return command()
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -48,12 +58,7 @@ def _worker(args: argparse.Namespace) -> int:
         return 2
     if settings.database_url.startswith("sqlite"):
         print("note: workers and the API must share one database; use PostgreSQL (DATABASE_URL) across machines")
-    try:
-        asyncio.run(run_worker(settings))
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return _reporting_config_errors(lambda: asyncio.run(run_worker(settings)) or 0)
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -94,6 +99,14 @@ def _keys(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _models_check(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from sop_llm.check import check_models
+
+    return _reporting_config_errors(lambda: asyncio.run(check_models(Settings())))
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
     from sop_llm.migrations import upgrade
 
@@ -124,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     for sub in keys.choices.values():
         sub.set_defaults(func=_keys)
+    models = commands.add_parser("models", help="local models").add_subparsers(dest="models_command", required=True)
+    models.add_parser("check", help="load the startup models (with progress) and try each once").set_defaults(
+        func=_models_check
+    )
     db = commands.add_parser("db", help="task database").add_subparsers(dest="db_command", required=True)
     db_upgrade = db.add_parser("upgrade", help="apply migrations (DATABASE_URL)")
     db_upgrade.add_argument("revision", nargs="?", default="head")

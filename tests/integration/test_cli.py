@@ -85,3 +85,12 @@ def test_worker_without_a_broker_says_what_to_set() -> None:
     done = subprocess.run([sys.executable, "-m", "sop_llm", "worker"], env=env, capture_output=True, text=True)
     assert done.returncode == 2
     assert "BROKER_URL" in done.stderr
+
+
+def test_models_check_loads_with_progress_and_tries_each_model(tmp_path: object) -> None:
+    env = {**os.environ, "LOG_LEVEL": "WARNING", "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/check.db"}
+    done = subprocess.run([sys.executable, "-m", "sop_llm", "models", "check"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "loading models: 100%" in done.stderr  # the progress bar
+    assert "smollm2-135m ready" in done.stdout
+    assert "384 dimensions" in done.stdout

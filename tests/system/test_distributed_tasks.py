@@ -16,7 +16,7 @@ import pytest
 from sop_llm.migrations import upgrade
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.live_server import free_port
-from tests.system.servers import Postgres, Redis, Service
+from tests.system.servers import Postgres, Redis, Service, wait_healthy
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
@@ -53,16 +53,8 @@ class Stack:
     def logs_in_full(self) -> str:
         return "\n".join(s.log.read_text() for s in [self.api, *self.workers])
 
-    def wait_api(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"the API did not start\n{self.logs()}")
+    def wait_api(self) -> None:
+        wait_healthy(self.url, self.api)
 
 
 @pytest.fixture(scope="module")
