@@ -178,13 +178,15 @@ async def test_unexpected_errors_answer_500_with_the_trace_header() -> None:
     from starlette.routing import Route
 
     from sop_llm.api.middleware import TraceMiddleware
+    from sop_llm.infra.metrics import Metrics
 
     async def broken(request: object) -> None:
         raise RuntimeError("a bug")
 
     # As in create_app: user middleware sits inside Starlette's last-resort error handler.
     app = Starlette(
-        routes=[Route("/v1/x", broken), Route("/api/v1/x", broken)], middleware=[Middleware(TraceMiddleware)]
+        routes=[Route("/v1/x", broken), Route("/api/v1/x", broken)],
+        middleware=[Middleware(TraceMiddleware, metrics=Metrics([]))],
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         openai_style = await client.get("/v1/x", headers={"X-Request-ID": "abc"})

@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from contextvars import ContextVar
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -70,6 +71,7 @@ class Metrics:
         )
         self.active = Gauge("sop_llm_active_connections", "HTTP requests and WebSockets in progress", registry=r)
         self._window: deque[tuple[float, float]] = deque()
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.started = time.monotonic()
         self.total_requests = 0
         self.total_tokens = {"in": 0, "out": 0}
@@ -78,8 +80,12 @@ class Metrics:
         return name if name in self._models else "other"
 
     def observe_request(self, route: str, method: str, status: int, seconds: float, upstream: float | None) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        children = self._children.get((route, method, status))
+        if children is None:  # labels() validates and locks on every call: look each series up once
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route))
+            self._children[(route, method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
         if upstream is not None:
             self.overhead.observe(max(0.0, seconds - upstream))
         now = time.monotonic()
