@@ -55,7 +55,7 @@ class TraceMiddleware:
 
         began = time.perf_counter()
         upstream = start_request()
-        self.metrics.active.inc()
+        self.metrics.active += 1
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -66,7 +66,7 @@ class TraceMiddleware:
             response = error_response(request, AppError("internal error; the trace id identifies it in the logs"))
             await response(scope, receive, send_with_id)
         finally:
-            self.metrics.active.dec()
+            self.metrics.active -= 1
             if scope["type"] == "http":
                 route = scope.get("route")
                 self.metrics.observe_request(

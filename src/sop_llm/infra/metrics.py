@@ -1,19 +1,22 @@
-"""Request-level measurements (R-M1, R-M2): Prometheus counters and histograms in a registry of their own per app,
-and a one-minute sliding window of request latencies for the live snapshot's percentiles.
+"""Request-level measurements (R-M1, R-M2): counters and fixed-bucket histograms kept as plain numbers (the event
+loop is the only writer, so no locks on the hot path) and exposed to Prometheus at scrape time, plus a one-minute
+sliding window of request latencies for the live snapshot's percentiles.
 
-Label values are bounded: routes are route templates (`/api/v1/tasks/{task_id}`) or `unmatched`; models are the
-configured names or `other`. Time spent waiting for a provider is collected per request (`record_upstream`) so the
-gateway overhead — a request's time minus its provider time — has a histogram of its own."""
+Label values are bounded: routes are route templates (`/api/v1/tasks/{task_id}`) or `unmatched`; models and
+deployments are the configured names or `other`. Time spent waiting for a provider is collected per request
+(`record_upstream`) so the gateway overhead — a request's time minus its provider time — has a histogram of its own."""
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections import deque
-from collections.abc import Iterable
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 WINDOW_SECONDS = 60.0
 _upstream: ContextVar[list[float] | None] = ContextVar("upstream_seconds", default=None)
@@ -35,74 +38,106 @@ def start_request() -> list[float]:
     return holder
 
 
-class Metrics:
+class _Histogram:
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cumulative, out = 0, []
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            cumulative += count
+            out.append((bound, float(cumulative)))
+        return out
+
+
+class Metrics(Collector):
     def __init__(self, model_names: Iterable[str]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._models = frozenset(model_names)
-        r = self.registry
-        self.requests = Counter(
-            "sop_llm_http_requests",
-            "HTTP requests by route, method and status",
-            ["route", "method", "status"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "sop_llm_http_request_duration_seconds",
-            "HTTP request latency",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.overhead = Histogram(
-            "sop_llm_gateway_overhead_seconds",
-            "Time a model request spent in the service itself: total minus time waiting for the provider",
-            buckets=OVERHEAD_BUCKETS,
-            registry=r,
-        )
-        self.tokens = Counter(
-            "sop_llm_tokens", "Tokens by model and direction (in/out)", ["model", "direction"], registry=r
-        )
-        self.provider_latency = Histogram(
-            "sop_llm_provider_request_duration_seconds",
-            "Provider call latency by deployment and outcome",
-            ["deployment", "outcome"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.active = Gauge("sop_llm_active_connections", "HTTP requests and WebSockets in progress", registry=r)
+        self._requests: defaultdict[tuple[str, str, int], int] = defaultdict(int)
+        self._latency: dict[str, _Histogram] = {}
+        self._overhead = _Histogram(OVERHEAD_BUCKETS)
+        self._tokens: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._provider: dict[tuple[str, str], _Histogram] = {}
+        self.active = 0
         self._window: deque[tuple[float, float]] = deque()
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.started = time.monotonic()
         self.total_requests = 0
         self.total_tokens = {"in": 0, "out": 0}
+        self.registry.register(self)
 
     def model_label(self, name: str) -> str:
         return name if name in self._models else "other"
 
     def observe_request(self, route: str, method: str, status: int, seconds: float, upstream: float | None) -> None:
-        children = self._children.get((route, method, status))
-        if children is None:  # labels() validates and locks on every call: look each series up once
-            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route))
-            self._children[(route, method, status)] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self._requests[(route, method, status)] += 1
+        histogram = self._latency.get(route)
+        if histogram is None:
+            histogram = self._latency[route] = _Histogram(LATENCY_BUCKETS)
+        histogram.observe(seconds)
         if upstream is not None:
-            self.overhead.observe(max(0.0, seconds - upstream))
+            self._overhead.observe(max(0.0, seconds - upstream))
         now = time.monotonic()
         self._window.append((now, seconds))
         self.total_requests += 1
-        while self._window and self._window[0][0] < now - WINDOW_SECONDS:
-            self._window.popleft()
+        if self._window[0][0] < now - WINDOW_SECONDS:
+            while self._window and self._window[0][0] < now - WINDOW_SECONDS:
+                self._window.popleft()
 
     def observe_tokens(self, model: str, prompt: int, completion: int) -> None:
         label = self.model_label(model)
-        self.tokens.labels(label, "in").inc(prompt)
-        self.tokens.labels(label, "out").inc(completion)
+        self._tokens[(label, "in")] += prompt
+        self._tokens[(label, "out")] += completion
         self.total_tokens["in"] += prompt
         self.total_tokens["out"] += completion
 
     def observe_provider(self, deployment: str, ok: bool, seconds: float) -> None:
-        self.provider_latency.labels(self.model_label(deployment), "ok" if ok else "error").observe(seconds)
+        key = (self.model_label(deployment), "ok" if ok else "error")
+        histogram = self._provider.get(key)
+        if histogram is None:
+            histogram = self._provider[key] = _Histogram(LATENCY_BUCKETS)
+        histogram.observe(seconds)
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "sop_llm_http_requests", "HTTP requests by route, method, status", labels=["route", "method", "status"]
+        )
+        for (route, method, status), count in list(self._requests.items()):
+            requests.add_metric([route, method, str(status)], count)
+        yield requests
+        latency = HistogramMetricFamily("sop_llm_http_request_duration_seconds", "HTTP latency", labels=["route"])
+        for route, histogram in list(self._latency.items()):
+            latency.add_metric([route], histogram.buckets(), histogram.total)
+        yield latency
+        overhead = HistogramMetricFamily(
+            "sop_llm_gateway_overhead_seconds",
+            "Time a model request spent in the service itself: total minus time waiting for the provider",
+        )
+        overhead.add_metric([], self._overhead.buckets(), self._overhead.total)
+        yield overhead
+        tokens = CounterMetricFamily("sop_llm_tokens", "Tokens by model and direction", labels=["model", "direction"])
+        for (model, direction), count in list(self._tokens.items()):
+            tokens.add_metric([model, direction], count)
+        yield tokens
+        provider = HistogramMetricFamily(
+            "sop_llm_provider_request_duration_seconds",
+            "Provider call latency by deployment and outcome",
+            labels=["deployment", "outcome"],
+        )
+        for (deployment, outcome), histogram in list(self._provider.items()):
+            provider.add_metric([deployment, outcome], histogram.buckets(), histogram.total)
+        yield provider
+        yield GaugeMetricFamily(
+            "sop_llm_active_connections", "HTTP requests and WebSockets in progress", value=self.active
+        )
 
     def window(self) -> dict[str, float | int]:
         """Requests and latency percentiles (ms) over the last minute."""

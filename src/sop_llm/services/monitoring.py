@@ -97,7 +97,7 @@ class Monitor(Collector):
             "uptime_seconds": round(time.monotonic() - metrics.started, 1),
             "requests": {"total": metrics.total_requests, **metrics.window()},
             "tokens": dict(metrics.total_tokens),
-            "active_connections": int(metrics.active._value.get()),
+            "active_connections": metrics.active,
             "memory": {
                 "rss_bytes": self._process.memory_info().rss,
                 "system_percent": psutil.virtual_memory().percent,

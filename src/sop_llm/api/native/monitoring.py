@@ -35,7 +35,7 @@ async def monitoring_ws(websocket: WebSocket) -> None:
     """One snapshot right away, then one every second until the client goes away."""
     services = websocket.app.state.services
     await websocket.accept()
-    services.metrics.active.inc()
+    services.metrics.active += 1
     try:
         while True:
             await websocket.send_bytes(orjson.dumps(services.monitor.snapshot()))
@@ -43,4 +43,4 @@ async def monitoring_ws(websocket: WebSocket) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away (RuntimeError: sending on a socket that just closed)
     finally:
-        services.metrics.active.dec()
+        services.metrics.active -= 1
