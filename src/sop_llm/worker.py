@@ -73,9 +73,7 @@ async def run_worker(settings: Settings) -> None:
                 await asyncio.wait_for(stop.wait(), SUPERVISE_INTERVAL)
     finally:
         logger.info("worker {} stopping; running tasks are handed back", runner.owner)
-        with contextlib.suppress(Exception):
-            await dispatch.broker.stop()
-        await services.aclose()
+        await services.aclose()  # stops the broker (no new ids), then hands running tasks back
 
 
 async def _subscribe(broker: RedisBroker, subscriber: StreamSubscriber) -> None:

@@ -233,11 +233,14 @@ def test_no_plaintext_key_is_stored_or_logged(secured: Secured) -> None:
     for name in os.listdir(secured.database_file.parent):  # the WAL too, if any
         stored += (secured.database_file.parent / name).read_bytes()
     listed = _get(secured, "/api/v1/admin/keys", secured.admin_key).text
+    metrics = _get(secured, "/metrics").text
+    assert "sop_llm_http_requests_total" in metrics
     logs = "\n".join(secured.logs)
     assert len(secured.secrets) >= 4
     for secret in secured.secrets:
         assert secret.encode() not in stored
         assert secret not in listed
+        assert secret not in metrics
         assert secret not in logs
     assert hashlib.sha256(secured.admin_key.encode()).hexdigest().encode() in stored  # what is stored instead
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sop_llm.api.auth import principal_of
+from sop_llm.api.auth import caller_key
 from sop_llm.api.deps import services_of
 from sop_llm.infra.cache import cache_key
 
@@ -21,10 +21,8 @@ def _wanted(request: Request) -> bool:
 
 
 async def _key(request: Request) -> str:
-    principal = principal_of(request)
-    caller = principal.subject or f"ip:{request.client.host if request.client else 'unknown'}"
     body = await request.body()
-    return cache_key("answer", caller, request.url.path, body.decode("utf-8", "replace"))
+    return cache_key("answer", caller_key(request.scope), request.url.path, body.decode("utf-8", "replace"))
 
 
 async def cached_answer(request: Request) -> Response | None:

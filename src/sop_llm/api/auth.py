@@ -69,6 +69,15 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
+def caller_key(scope: Scope) -> str:
+    """Whose budget and whose cache: the key or token subject, or the client IP with auth off."""
+    principal: Principal | None = scope.get("state", {}).get("principal")
+    if principal is not None and principal.subject is not None:
+        return principal.subject
+    client = scope.get("client")
+    return f"ip:{client[0] if client else 'unknown'}"
+
+
 def principal_of(request: Request) -> Principal:
     principal: Principal = getattr(request.state, "principal", ANONYMOUS)
     return principal

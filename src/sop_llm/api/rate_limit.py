@@ -11,10 +11,9 @@ from contextvars import ContextVar
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sop_llm.api.auth import PUBLIC_PATHS
+from sop_llm.api.auth import PUBLIC_PATHS, caller_key
 from sop_llm.api.errors import error_response
 from sop_llm.infra.errors import AppError, RateLimitedError
-from sop_llm.services.auth.principal import Principal
 from sop_llm.services.rate_limit import Decision, RateLimiter
 
 _tokens_used: ContextVar[list[int] | None] = ContextVar("tokens_used", default=None)
@@ -25,14 +24,6 @@ def record_tokens(count: int) -> None:
     holder = _tokens_used.get()
     if holder is not None:
         holder.append(count)
-
-
-def _caller(scope: Scope) -> str:
-    principal: Principal | None = scope.get("state", {}).get("principal")
-    if principal is not None and principal.subject is not None:
-        return principal.subject
-    client = scope.get("client")
-    return f"ip:{client[0] if client else 'unknown'}"
 
 
 def _headers(decision: Decision) -> list[tuple[bytes, bytes]]:
@@ -52,7 +43,7 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        caller = _caller(scope)
+        caller = caller_key(scope)
         try:
             decision = await self.limiter.admit(caller)
         except AppError as exc:  # Redis down with RATE_LIMIT_REDIS_DOWN=closed

@@ -1,19 +1,16 @@
 """The Redis cache backend (R-C1): one connection pool, REDIS_TIMEOUT on every call, and a breaker: a Redis that
 errs or does not answer in time turns lookups into misses (counted in `stats.errors`) and is left alone for
-RETRY_SECONDS, so a slow or dead Redis costs one timeout, never a hang or a 500."""
+a few seconds (infra/backoff.py), so a slow or dead Redis costs one timeout, never a hang or a 500."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 
-from loguru import logger
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from sop_llm.infra.backoff import Backoff
 from sop_llm.infra.cache import Cache
-
-RETRY_SECONDS = 5.0
 
 
 class RedisCache(Cache):
@@ -25,19 +22,15 @@ class RedisCache(Cache):
         self._client: Redis = Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, max_connections=64
         )
-        self._down_until = 0.0
-
-    def _available(self) -> bool:
-        return time.monotonic() >= self._down_until
+        self._backoff = Backoff("cache: Redis")
 
     def _failed(self, exc: Exception) -> None:
         self.stats.errors += 1
-        self._down_until = time.monotonic() + RETRY_SECONDS
-        logger.warning("cache: Redis unreachable ({!r}); treating lookups as misses for {} s", exc, RETRY_SECONDS)
+        self._backoff.failed(exc, "treating lookups as misses")
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         found: list[bytes | None] = [None] * len(keys)
-        if keys and self._available():
+        if keys and self._backoff.available:
             try:
                 found = [value if isinstance(value, bytes) else None for value in await self._client.mget(list(keys))]
             except (RedisError, OSError, TimeoutError) as exc:
@@ -48,7 +41,7 @@ class RedisCache(Cache):
         return found
 
     async def set_many(self, items: Iterable[tuple[str, bytes]], ttl: int | None = None) -> None:
-        if not self._available():
+        if not self._backoff.available:
             return
         try:
             async with self._client.pipeline(transaction=False) as pipe:

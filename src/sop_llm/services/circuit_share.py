@@ -7,31 +7,29 @@ from __future__ import annotations
 
 import time
 
-from loguru import logger
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from sop_llm.infra.backoff import Backoff
 from sop_llm.services.circuit_breaker import CircuitBreaker, CircuitState
 
 PREFIX = "sop-llm:circuit:"
-RETRY_SECONDS = 5.0
 
 
 class SharedCircuits:
     def __init__(self, url: str, timeout: float) -> None:
         self._client: Redis = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._published: dict[str, int] = {}
-        self._down_until = 0.0
+        self._backoff = Backoff("circuit sharing: Redis")
 
     async def sync(self, breakers: dict[str, CircuitBreaker]) -> None:
-        if not breakers or time.monotonic() < self._down_until:
+        if not breakers or not self._backoff.available:
             return
         try:
             await self._publish(breakers)
             await self._adopt(breakers)
         except (RedisError, OSError, TimeoutError) as exc:
-            self._down_until = time.monotonic() + RETRY_SECONDS
-            logger.warning("circuit sharing: Redis unreachable ({!r}); breakers stay local for a while", exc)
+            self._backoff.failed(exc, "breakers stay local")
 
     async def _publish(self, breakers: dict[str, CircuitBreaker]) -> None:
         for name, breaker in breakers.items():

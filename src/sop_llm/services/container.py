@@ -65,10 +65,10 @@ class Services:
 
     async def aclose(self) -> None:
         await self.monitor.aclose()
+        if self.tasks.dispatch is not None:  # first: a worker takes no new task ids while it shuts down
+            await self.tasks.dispatch.aclose()
         if self.tasks.runner is not None:
             await self.tasks.runner.aclose()
-        if self.tasks.dispatch is not None:
-            await self.tasks.dispatch.aclose()
         await self.database.dispose()
         await self.providers.aclose()
         await self.embeddings.aclose()

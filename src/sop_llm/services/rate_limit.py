@@ -2,9 +2,9 @@
 window charged with each answer's tokens), kept in Redis when REDIS_URL is set, so every replica counts against the
 same numbers (the `limits` library's atomic Redis scripts), else in this process.
 
-When Redis does not answer within REDIS_TIMEOUT, RATE_LIMIT_REDIS_DOWN decides, and Redis is left alone for
-RETRY_SECONDS before it is tried again: `local` (default) limits each replica on its own counters meanwhile,
-`open` lets every request through, `closed` refuses with 503."""
+When Redis does not answer within REDIS_TIMEOUT, RATE_LIMIT_REDIS_DOWN decides, and Redis is left alone for a
+few seconds (infra/backoff.py) before it is tried again: `local` (default) limits each replica on its own
+counters meanwhile, `open` lets every request through, `closed` refuses with 503."""
 
 from __future__ import annotations
 
@@ -15,12 +15,10 @@ from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from limits.errors import StorageError
-from loguru import logger
 
+from sop_llm.infra.backoff import Backoff
 from sop_llm.infra.errors import ServiceUnavailableError
 from sop_llm.infra.settings import Settings
-
-RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -60,8 +58,7 @@ class RateLimiter:
                 socket_connect_timeout=timeout,
             )
             self._shared = _Counters(storage)
-        self._redis_down_until = 0.0
-        self.redis_failures = 0
+        self._backoff = Backoff("rate limits: Redis")
 
     @property
     def enabled(self) -> bool:
@@ -69,7 +66,7 @@ class RateLimiter:
 
     def _counters(self) -> _Counters | None:
         """The counters to use now; None means "let it through" (Redis down, policy open)."""
-        if self._shared is None or time.monotonic() >= self._redis_down_until:
+        if self._shared is None or self._backoff.available:
             return self._shared or self._local
         if self._policy == "closed":
             raise ServiceUnavailableError(
@@ -77,10 +74,12 @@ class RateLimiter:
             )
         return self._local if self._policy == "local" else None
 
+    @property
+    def redis_failures(self) -> int:
+        return self._backoff.failures
+
     def _redis_failed(self, exc: Exception) -> None:
-        self.redis_failures += 1
-        self._redis_down_until = time.monotonic() + RETRY_SECONDS
-        logger.warning("rate limits: Redis unreachable ({!r}); policy '{}' for {} s", exc, self._policy, RETRY_SECONDS)
+        self._backoff.failed(exc, f"policy '{self._policy}'")
 
     async def admit(self, key: str) -> Decision | None:
         """Count one request for `key`; None when no limit applies."""

@@ -49,9 +49,9 @@ class UnifiedLLM:
         config: ServiceConfig,
         providers: ProviderManager,
         llm: LLMManager,
-        metrics: Metrics | None = None,
+        metrics: Metrics,
     ) -> None:
-        self._metrics = metrics or Metrics(config.models)
+        self._metrics = metrics
         self._settings = settings
         self._config = config
         self._providers = providers

@@ -6,11 +6,9 @@ database."""
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
-from loguru import logger
-
+from sop_llm.infra.backoff import Backoff
 from sop_llm.infra.settings import Settings
 
 if TYPE_CHECKING:
@@ -18,8 +16,6 @@ if TYPE_CHECKING:
 
 # Workers of one deployment share one consumer group, so each message goes to one of them.
 CONSUMER_GROUP = "sop-llm-workers"
-# After a failed publish, do not try again for this long (requests stay fast; the sweepers catch up).
-BACKOFF_SECONDS = 5.0
 # Trim the stream (approximately) to this many entries; ids of finished tasks need not be kept.
 STREAM_MAXLEN = 100_000
 
@@ -41,19 +37,19 @@ def make_broker(settings: Settings) -> RedisBroker:
 
 class BrokerDispatch:
     """Publishes task ids to the tasks stream; never raises: False means "not handed over, try again later".
-    After a failure it stops trying for BACKOFF_SECONDS, so an unreachable broker costs one timeout, not one per
-    accepted task."""
+    After a failure it stops trying for a few seconds (infra/backoff.py), so an unreachable broker costs one
+    timeout, not one per accepted task."""
 
     def __init__(self, broker: RedisBroker, stream: str) -> None:
         self.broker = broker
         self.stream = stream
         self._connected = False
-        self._down_until = 0.0
+        self._backoff = Backoff("broker")
 
     async def publish(self, task_ids: list[str]) -> bool:
         from redis.exceptions import RedisError
 
-        if time.monotonic() < self._down_until:
+        if not self._backoff.available:
             return False
         try:
             if not self._connected:
@@ -62,12 +58,11 @@ class BrokerDispatch:
             for task_id in task_ids:
                 await self.broker.publish(task_id, stream=self.stream, maxlen=STREAM_MAXLEN)
         except (RedisError, OSError, TimeoutError) as exc:
-            logger.warning("broker unreachable, {} task(s) left for the next sweep: {!r}", len(task_ids), exc)
-            self._down_until = time.monotonic() + BACKOFF_SECONDS
+            self._backoff.failed(exc, f"{len(task_ids)} task(s) left for the sweepers; not publishing")
             return False
         return True
 
     async def aclose(self) -> None:
-        if self._connected:
-            await self.broker.stop()
-            self._connected = False
+        """Stop the broker: its publisher here, and in a worker its subscription too."""
+        await self.broker.stop()
+        self._connected = False

@@ -170,39 +170,41 @@ class TaskRepository:
         """Complete, fail or cancel a task this owner holds; False when the lease was lost (someone else has it).
         The owner stays on the row as the runner that finished it."""
         stamp = now()
-        async with self._session() as session:
-            outcome = await session.execute(
-                update(TaskRow)
-                .where(TaskRow.id == task_id, TaskRow.status == TaskStatus.PROCESSING, TaskRow.lease_owner == owner)
-                .values(
-                    status=status,
-                    result=result,
-                    error=error,
-                    finished_at=stamp,
-                    updated_at=stamp,
-                    lease_expires_at=None,
-                    # The finisher delivers the webhook at once (attempt 1); a sweeper retries after the grace.
-                    webhook_due_at=_webhook_due(stamp + timedelta(seconds=self._webhook_grace_s)),
-                    webhook_attempts=case((TaskRow.webhook_url.is_not(None), 1), else_=0),
-                )
-            )
-            return bool(outcome.rowcount)  # type: ignore[attr-defined]
+        return await self._update_held(
+            task_id,
+            owner,
+            status=status,
+            result=result,
+            error=error,
+            finished_at=stamp,
+            updated_at=stamp,
+            lease_expires_at=None,
+            # The finisher delivers the webhook at once (attempt 1); a sweeper retries after the grace.
+            webhook_due_at=_webhook_due(stamp + timedelta(seconds=self._webhook_grace_s)),
+            webhook_attempts=case((TaskRow.webhook_url.is_not(None), 1), else_=0),
+        )
 
     async def retry_later(self, task_id: str, owner: str, error: Any, delay_s: float) -> bool:
         stamp = now()
+        return await self._update_held(
+            task_id,
+            owner,
+            status=TaskStatus.PENDING,
+            error=error,
+            lease_owner=None,
+            lease_expires_at=None,
+            available_at=stamp + timedelta(seconds=delay_s),
+            updated_at=stamp,
+            dispatched_at=None,
+        )
+
+    async def _update_held(self, task_id: str, owner: str, **values: Any) -> bool:
+        """Change a task only while `owner` holds it (processing under its lease); False when it does not."""
         async with self._session() as session:
             outcome = await session.execute(
                 update(TaskRow)
                 .where(TaskRow.id == task_id, TaskRow.status == TaskStatus.PROCESSING, TaskRow.lease_owner == owner)
-                .values(
-                    status=TaskStatus.PENDING,
-                    error=error,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    available_at=stamp + timedelta(seconds=delay_s),
-                    updated_at=stamp,
-                    dispatched_at=None,
-                )
+                .values(**values)
             )
             return bool(outcome.rowcount)  # type: ignore[attr-defined]
 
