@@ -25,7 +25,7 @@ class RawEncoder:
     def __init__(self) -> None:
         from sentence_transformers import SentenceTransformer
 
-        from sop_llm.providers.embedded import resolve_model_path
+        from sop_llm.providers.local.embedded import resolve_model_path
 
         path = resolve_model_path("embedded:all-minilm-l6-v2")
         self.model = SentenceTransformer(path, device="cpu", local_files_only=True)

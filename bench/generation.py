@@ -21,7 +21,7 @@ class Raw:
     def __init__(self) -> None:
         from llama_cpp import Llama
 
-        from sop_llm.providers.embedded import resolve_model_path
+        from sop_llm.providers.local.embedded import resolve_model_path
 
         self.llama = Llama(
             model_path=resolve_model_path("embedded:smollm2-135m-instruct"),

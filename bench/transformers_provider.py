@@ -29,7 +29,7 @@ async def measure(options: dict[str, object]) -> dict[str, float]:
     import transformers  # noqa: F401 - imported before the baseline so that only the model is counted
 
     from sop_llm.infra.model_config import ModelConfig, ProviderConfig
-    from sop_llm.providers.transformers import TransformersProvider
+    from sop_llm.providers.local.transformers import TransformersProvider
     from sop_llm.providers.types import GenerationRequest
 
     process = psutil.Process()

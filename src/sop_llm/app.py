@@ -11,10 +11,11 @@ from loguru import logger
 from starlette.middleware.cors import CORSMiddleware
 
 from sop_llm import __version__
-from sop_llm.api.auth import AuthMiddleware
-from sop_llm.api.body_limit import BodyLimitMiddleware
 from sop_llm.api.errors import install_error_handlers
-from sop_llm.api.middleware import TraceMiddleware
+from sop_llm.api.middleware.auth import AuthMiddleware
+from sop_llm.api.middleware.body_limit import BodyLimitMiddleware
+from sop_llm.api.middleware.rate_limit import RateLimitMiddleware
+from sop_llm.api.middleware.trace import TraceMiddleware
 from sop_llm.api.native import admin as native_admin
 from sop_llm.api.native import embeddings as native_embeddings
 from sop_llm.api.native import health as native_health
@@ -26,7 +27,6 @@ from sop_llm.api.native import tasks as native_tasks
 from sop_llm.api.openai import chat as openai_chat
 from sop_llm.api.openai import embeddings as openai_embeddings
 from sop_llm.api.openai import models as openai_models
-from sop_llm.api.rate_limit import RateLimitMiddleware
 from sop_llm.infra.logging import setup_logging
 from sop_llm.infra.model_config import ConfigError
 from sop_llm.infra.settings import Settings
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "{} {} serving; loading models in the background: {}",
             settings.app_name,
             __version__,
-            ", ".join(services.llm.default_names() + services.embeddings.default_names()) or "none",
+            ", ".join(services.local.default_names() + services.embeddings.default_names()) or "none",
         )
         try:
             yield

@@ -19,9 +19,9 @@ SETTLED = ("ready", "failed")
 async def check_models(settings: Settings) -> int:
     setup_logging(settings)
     services = build_services(settings)
-    names = services.llm.default_names() + services.embeddings.default_names()
+    names = services.local.default_names() + services.embeddings.default_names()
     started = time.perf_counter()
-    services.llm.start()
+    services.local.start()
     services.embeddings.start()
     try:
         with tqdm(total=len(names), desc="loading models", unit="model") as bar:
@@ -36,9 +36,11 @@ async def check_models(settings: Settings) -> int:
         print(f"loaded in {time.perf_counter() - started:.1f} s: " + ", ".join(f"{n} {s}" for n, s in settled.items()))
         if any(state == "failed" for state in settled.values()):
             return 1
-        if services.llm.default_names():
+        if services.local.default_names():
             began = time.perf_counter()
-            model, completion = await services.unified.generate(None, GenerationRequest(prompt="Hello", max_tokens=8))
+            model, completion = await services.router.generate_with_fallback(
+                None, GenerationRequest(prompt="Hello", max_tokens=8)
+            )
             print(f"{model}: {completion.usage.completion_tokens} tokens in {time.perf_counter() - began:.2f} s")
         if services.embeddings.default_names():
             began = time.perf_counter()

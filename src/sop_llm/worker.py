@@ -16,9 +16,9 @@ from loguru import logger
 from sop_llm import __version__
 from sop_llm.infra.errors import AppError
 from sop_llm.infra.logging import setup_logging
+from sop_llm.infra.redis_keys import TASKS_CONSUMER_GROUP
 from sop_llm.infra.settings import Settings
 from sop_llm.services.container import build_services
-from sop_llm.services.tasks.broker import CONSUMER_GROUP
 
 if TYPE_CHECKING:
     from faststream.redis import RedisBroker
@@ -40,7 +40,7 @@ async def run_worker(settings: Settings) -> None:
     runner, dispatch = services.tasks.runner, services.tasks.dispatch
     assert runner is not None and dispatch is not None  # build_services(worker=True) with a BROKER_URL
 
-    stream = StreamSub(dispatch.stream, group=CONSUMER_GROUP, consumer=runner.owner, max_records=1)
+    stream = StreamSub(dispatch.stream, group=TASKS_CONSUMER_GROUP, consumer=runner.owner, max_records=1)
     subscriber = dispatch.broker.subscriber(stream=stream)
 
     @subscriber
@@ -61,7 +61,7 @@ async def run_worker(settings: Settings) -> None:
         runner.owner,
         __version__,
         dispatch.stream,
-        CONSUMER_GROUP,
+        TASKS_CONSUMER_GROUP,
     )
     try:
         while not stop.is_set():

@@ -27,7 +27,7 @@ from sop_llm.infra.errors import (
     ProviderTimeoutError,
 )
 from sop_llm.infra.model_config import ModelConfig, ProviderConfig
-from sop_llm.providers.anthropic import AnthropicProvider
+from sop_llm.providers.remote.anthropic import AnthropicProvider
 from sop_llm.providers.types import ChatMessage, GenerationRequest
 from tests.fakes.anthropic_server import DEFAULT_TEXT, Failure, FakeAnthropic, Reply, text, tool_use
 from tests.live_server import LiveServer, free_port, make_settings
@@ -120,7 +120,7 @@ def _sse_events(raw: bytes) -> list[Any]:
 
 
 def test_importing_the_module_does_not_import_the_sdk() -> None:
-    code = "import sop_llm.providers.anthropic, sys; print('anthropic' in sys.modules)"
+    code = "import sop_llm.providers.remote.anthropic, sys; print('anthropic' in sys.modules)"
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
         == "False"

@@ -1,4 +1,4 @@
-"""Auth (R-S2): API keys (created by the CLI and the admin endpoint, stored hashed), JWT bearer tokens with pinned
+"""Auth: API keys (created by the CLI and the admin endpoint, stored hashed), JWT bearer tokens with pinned
 algorithms, admin and user scopes, users seeing only their own tasks, and production refusing to run without auth.
 Canary secrets used here must never show up in logs, error bodies or the database."""
 

@@ -1,4 +1,4 @@
-"""The dashboard (R-M3) in a real headless browser: Debian's Chromium driven by Playwright, while traffic flows.
+"""The dashboard in a real headless browser: Debian's Chromium driven by Playwright, while traffic flows.
 The charts must redraw with new points and the counters follow the traffic; a screenshot is kept as an artifact
 (test-artifacts/dashboard.png)."""
 

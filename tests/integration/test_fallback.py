@@ -1,4 +1,4 @@
-"""Fallback chains, retries, circuit breakers, health checks and upstream cancellation (R-R1–R-R4), through
+"""Fallback chains, retries, circuit breakers, health checks and upstream cancellation, through
 the live service against a scripted OpenAI-compatible upstream (tests/fakes/openai_server.py)."""
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ def test_transport_errors_are_never_fed_into_a_json_re_ask(service: LiveServer, 
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
     before = upstream.count("fail-503")
     response = httpx.post(f"{service.url}/api/v1/json/fix", json={"text": '{"b": 1}', "schema": schema})
-    # The fixer's upstream is down: the answer is that transport error after UnifiedLLM's one retry loop
+    # The fixer's upstream is down: the answer is that transport error after ModelRouter's one retry loop
     # (LLM_RETRIES=1: exactly two calls), not a 422 after a second fixer attempt re-asking about the error.
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "provider_not_available"

@@ -1,4 +1,4 @@
-"""Input limits (R-S3): the body cap is enforced while the body arrives, with or without Content-Length; message
+"""Input limits: the body cap is enforced while the body arrives, with or without Content-Length; message
 count, prompt length and max_tokens are bounded; no request field can point a provider at another URL; CORS comes
 from settings."""
 

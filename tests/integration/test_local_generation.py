@@ -1,4 +1,4 @@
-"""LLMManager behaviour through the live server: cancellation on disconnect, the concurrency bound, the
+"""LocalModels behaviour through the live server: cancellation on disconnect, the concurrency bound, the
 memory guard. Evidence comes from the per-model counters in GET /api/v1/models, not from timing."""
 
 from __future__ import annotations
@@ -70,6 +70,26 @@ async def test_concurrent_requests_all_complete_correctly_within_the_bound(serve
     assert len(texts) == 1  # greedy decoding: every request got the same, complete answer, nothing cut off
     assert all(r.json()["usage"]["completion_tokens"] > 0 for r in replies)
     assert server.model_stats(MODEL)["peak_active"] == MAX_CONCURRENT
+
+
+async def test_temperature_zero_answers_do_not_depend_on_what_ran_before(server: LiveServer) -> None:
+    """The same greedy request, asked alone and after requests that share a prefix with it (the case in which
+    llama-cpp-python would reuse the previous prompt's KV cache and evaluate only the rest), answers the same."""
+    question = {"model": MODEL, "max_tokens": 24, "temperature": 0}
+    system = {"role": "system", "content": "You are a concise assistant who answers in one sentence."}
+
+    async def ask(client: httpx.AsyncClient, content: str) -> str:
+        body = {**question, "messages": [system, {"role": "user", "content": content}]}
+        reply = await client.post(f"{server.url}/v1/chat/completions", json=body)
+        assert reply.status_code == 200, reply.text
+        return str(reply.json()["choices"][0]["message"]["content"])
+
+    async with httpx.AsyncClient(timeout=120) as client:
+        alone = await ask(client, "What colour is the sky?")
+        for before in ("What colour is grass?", "What colour is the sea?", "What colour is the sky at night?"):
+            await ask(client, before)
+            assert await ask(client, "What colour is the sky?") == alone
+            assert await ask(client, "What colour is the sky?") == alone  # a full-prompt match, too
 
 
 async def test_requests_beyond_the_wait_queue_get_429_with_retry_after(server: LiveServer) -> None:

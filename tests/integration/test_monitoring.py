@@ -1,4 +1,4 @@
-"""Monitoring (R-M1, R-M2): /metrics in Prometheus' text format with the listed families and bounded labels, and
+"""Monitoring: /metrics in Prometheus' text format with the listed families and bounded labels, and
 the WebSocket feed whose snapshots follow the traffic."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from sop_llm.providers.embedded import resolve_model_path
+from sop_llm.providers.local.embedded import resolve_model_path
 from tests.live_server import LiveServer, free_port, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.api]

@@ -1,4 +1,4 @@
-"""Structured output through the live service with the embedded SmolLM2 as generator and fixer (R-J1–R-J4)."""
+"""Structured output through the live service with the embedded SmolLM2 as generator and fixer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Background tasks on the embedded defaults: SQLite and the in-process runner (R-T1, R-T2, R-T4)."""
+"""Background tasks on the embedded defaults: SQLite and the in-process runner."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import pytest
 
 from sop_llm.infra.errors import ContextLengthExceededError, ProviderInitializationError
 from sop_llm.infra.model_config import ModelConfig, ProviderConfig
-from sop_llm.providers.transformers import TransformersProvider
+from sop_llm.providers.local.transformers import TransformersProvider
 from sop_llm.providers.types import ChatMessage, GenerationRequest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -41,7 +41,9 @@ async def provider() -> AsyncIterator[TransformersProvider]:
 
 
 def test_importing_the_module_does_not_import_torch() -> None:
-    code = "import sop_llm.providers.transformers, sys; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = (
+        "import sop_llm.providers.local.transformers, sys; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 

@@ -1,4 +1,4 @@
-"""Tasks across processes (R-T3, R-T4): the API (`sop-llm serve`) and two `sop-llm worker` processes share a
+"""Tasks across processes: the API (`sop-llm serve`) and two `sop-llm worker` processes share a
 PostgreSQL and a redis-server that this module starts itself, so it can stop, pause and kill them."""
 
 from __future__ import annotations

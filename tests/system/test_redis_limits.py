@@ -1,4 +1,4 @@
-"""Rate limits and the cache over a redis-server this module starts (R-S1, R-C1): two API processes count against
+"""Rate limits and the cache over a redis-server this module starts: two API processes count against
 the same per-key limit; a paused Redis costs no request more than 2 s, turns cache lookups into misses, and the
 limiter follows RATE_LIMIT_REDIS_DOWN; after the pause everything recovers without a restart."""
 

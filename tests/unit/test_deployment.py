@@ -1,4 +1,4 @@
-"""Deployment files agree with each other and with the code (R-D1): docker-compose services, ports, health checks,
+"""Deployment files agree with each other and with the code: docker-compose services, ports, health checks,
 environment and mounted files; the Prometheus and Grafana provisioning; the Dockerfile; .env.example."""
 
 from __future__ import annotations

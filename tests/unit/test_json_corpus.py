@@ -1,4 +1,4 @@
-"""A corpus of realistic broken model outputs (R-J2). Each case has a schema and the expected object; it must
+"""A corpus of realistic broken model outputs. Each case has a schema and the expected object; it must
 either repair locally to exactly that schema-valid object, or be escalated to the fixer model — the test asserts
 which, so a change in json-repair or in our steps that moves a case is seen."""
 
@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from sop_llm.services.json_steps import run_local
+from sop_llm.services.structured.steps import run_local
 
 pytestmark = pytest.mark.unit
 

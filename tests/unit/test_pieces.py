@@ -12,12 +12,13 @@ import orjson
 import pytest
 
 from sop_llm.api.openai.streaming import openai_events
-from sop_llm.infra.cache import MemoryCache, cache_key
+from sop_llm.infra.cache import MemoryCache
 from sop_llm.infra.errors import AppError, OverloadedError, ProviderNotAvailableError
+from sop_llm.infra.redis_keys import answer_key, circuit_key, embedding_key
 from sop_llm.infra.trace import trace_id_from_headers
-from sop_llm.providers.threaded import ThreadStream
+from sop_llm.providers.local.threaded import ThreadStream
 from sop_llm.providers.types import Chunk, Usage
-from sop_llm.services.embedding_batcher import EmbeddingBatcher
+from sop_llm.services.embeddings.batcher import EmbeddingBatcher
 
 pytestmark = pytest.mark.unit
 
@@ -35,10 +36,12 @@ async def test_memory_cache_ttl_and_bound(monkeypatch: pytest.MonkeyPatch) -> No
     assert cache.stats.misses == 2
 
 
-def test_cache_key_shape() -> None:
-    key = cache_key("emb", "model", "text")
-    assert key.startswith("emb:")
-    assert key != cache_key("emb", "model", "text2")
+def test_redis_keys_share_one_namespace() -> None:
+    key = embedding_key("model", "text")
+    assert key.startswith("sop-llm:emb:")
+    assert key != embedding_key("model", "text2")
+    assert answer_key("caller", "/v1/chat/completions", "{}").startswith("sop-llm:answer:")
+    assert circuit_key("claude") == "sop-llm:circuit:claude"
 
 
 def test_trace_ids() -> None:
@@ -177,8 +180,8 @@ async def test_unexpected_errors_answer_500_with_the_trace_header() -> None:
     from starlette.middleware import Middleware
     from starlette.routing import Route
 
-    from sop_llm.api.middleware import TraceMiddleware
-    from sop_llm.infra.metrics import Metrics
+    from sop_llm.api.middleware.trace import TraceMiddleware
+    from sop_llm.services.monitoring.metrics import Metrics
 
     async def broken(request: object) -> None:
         raise RuntimeError("a bug")

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from sop_llm.infra.errors import BadRequestError
-from sop_llm.providers.local_tools import parse_tool_call, plain_history, plan_tools
+from sop_llm.providers.local.tools import parse_tool_call, plain_history, plan_tools
 from sop_llm.providers.types import ChatMessage
-from sop_llm.services.circuit_breaker import CircuitBreaker, CircuitState
+from sop_llm.services.routing.circuit_breaker import CircuitBreaker, CircuitState
 
 pytestmark = pytest.mark.unit
 

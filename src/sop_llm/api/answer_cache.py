@@ -1,4 +1,4 @@
-"""Generation answers cached on request (R-C1): a caller who sends `X-SOP-Cache: use` gets the stored answer to an
+"""Generation answers cached on request: a caller who sends `X-SOP-Cache: use` gets the stored answer to an
 identical earlier request of theirs (same route, same body), or a fresh one that is then stored for
 CACHE_TTL_SECONDS. Answers are never shared between callers (the key includes the API key or token subject, or the
 client IP with auth off), streams are never cached, and without the header nothing is looked up or stored.
@@ -9,9 +9,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sop_llm.api.auth import caller_key
 from sop_llm.api.deps import services_of
-from sop_llm.infra.cache import cache_key
+from sop_llm.api.middleware.auth import caller_key
+from sop_llm.infra.redis_keys import answer_key
 
 HEADER = "x-sop-cache"
 
@@ -22,7 +22,7 @@ def _wanted(request: Request) -> bool:
 
 async def _key(request: Request) -> str:
     body = await request.body()
-    return cache_key("answer", caller_key(request.scope), request.url.path, body.decode("utf-8", "replace"))
+    return answer_key(caller_key(request.scope), request.url.path, body.decode("utf-8", "replace"))
 
 
 async def cached_answer(request: Request) -> Response | None:

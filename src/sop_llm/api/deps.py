@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from sop_llm.services.container import Services
-from sop_llm.services.embedding_manager import EmbeddingManager
+from sop_llm.services.embeddings.manager import EmbeddingManager
 
 
 def services_of(request: Request) -> Services:

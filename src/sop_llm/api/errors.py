@@ -1,4 +1,4 @@
-"""Turn the error tree into HTTP bodies: OpenAI's shape under /v1, the native shape elsewhere (R-X1)."""
+"""Turn the error tree into HTTP bodies: OpenAI's shape under /v1, the native shape elsewhere."""
 
 from __future__ import annotations
 
@@ -48,6 +48,13 @@ def openai_body(exc: AppError) -> dict[str, Any]:
     return {"error": error}
 
 
+def internal_error(exc: BaseException, where: str) -> AppError:
+    """The one way an unexpected exception leaves the service: logged with its traceback (under the request's trace
+    id), answered as a 500 — or, inside a stream, its last error event — that says no more than that."""
+    logger.opt(exception=exc).error("unhandled error on {}", where)
+    return AppError("internal error; the trace id identifies it in the logs")
+
+
 def error_response(request: Request, exc: AppError) -> Response:
     headers: dict[str, str] = {}
     if exc.retry_after is not None:
@@ -82,6 +89,9 @@ def _validation_error(exc: RequestValidationError) -> AppError:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Expected errors. Unexpected ones are answered by TraceMiddleware (through `internal_error`), which sits inside
+    Starlette's last-resort handler and so can still add the trace id header."""
+
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> Response:
         if exc.status_code >= 500:
@@ -107,8 +117,3 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientDisconnected)
     async def client_gone(request: Request, exc: ClientDisconnected) -> Response:
         return Response(status_code=499)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        logger.opt(exception=exc).error("unhandled error on {} {}", request.method, request.url.path)
-        return error_response(request, AppError("internal error; the trace id identifies it in the logs"))

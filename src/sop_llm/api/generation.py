@@ -1,5 +1,5 @@
 """Run a generation for either API surface: through the JSON pipeline when JSON was asked for, otherwise straight
-through UnifiedLLM; a disconnect cancels the work. Streams are opened (routed, fallen back, first chunk received)
+through ModelRouter; a disconnect cancels the work. Streams are opened (routed, fallen back, first chunk received)
 before the response starts, so errors that happen before any output are still plain HTTP errors."""
 
 from __future__ import annotations
@@ -10,20 +10,24 @@ from typing import Any
 from starlette.requests import Request
 
 from sop_llm.api.disconnect import cancel_on_disconnect
-from sop_llm.api.rate_limit import record_tokens
+from sop_llm.api.middleware.rate_limit import record_tokens
 from sop_llm.providers.types import Chunk, Completion, GenerationRequest, Usage
 from sop_llm.services.container import Services
 
 
-async def generate(
+async def run_generation(
     request: Request, services: Services, model: str | None, gen: GenerationRequest, fallbacks: list[str] | None
 ) -> tuple[str, Completion, dict[str, Any] | None]:
     """(model that answered, completion, JSON verdict or None)."""
     if gen.json_mode is None:
-        name, completion = await cancel_on_disconnect(request, services.unified.generate(model, gen, fallbacks))
+        name, completion = await cancel_on_disconnect(
+            request, services.router.generate_with_fallback(model, gen, fallbacks)
+        )
         _account(services, name, completion.usage)
         return name, completion, None
-    name, completion, outcome = await cancel_on_disconnect(request, services.structured.generate(model, gen, fallbacks))
+    name, completion, outcome = await cancel_on_disconnect(
+        request, services.structured.generate_json(model, gen, fallbacks)
+    )
     _account(services, name, completion.usage)
     return name, completion, outcome.describe()
 
@@ -34,10 +38,10 @@ def _account(services: Services, model: str, usage: Usage) -> None:
     services.metrics.observe_tokens(model, usage.prompt_tokens, usage.completion_tokens)
 
 
-async def open_stream(
+async def open_generation_stream(
     request: Request, services: Services, model: str | None, gen: GenerationRequest, fallbacks: list[str] | None
 ) -> tuple[str, AsyncIterator[Chunk]]:
-    source = services.unified.open_stream if gen.json_mode is None else services.structured.open_stream
+    source = services.router.stream_with_fallback if gen.json_mode is None else services.structured.stream_json
     name, chunks = await cancel_on_disconnect(request, source(model, gen, fallbacks))
     return name, _counted(services, name, chunks)
 

@@ -1,21 +1,15 @@
 """The cache interface and its in-memory backend (bounded LRU with TTL).
 
-Keys are `{prefix}:{hash(params)}`; values are bytes so every backend stores the same thing.
+Keys come from infra/redis_keys.py; values are bytes so every backend stores the same thing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-
-def cache_key(prefix: str, *parts: str) -> str:
-    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).hexdigest()
-    return f"{prefix}:{digest}"
 
 
 @dataclass

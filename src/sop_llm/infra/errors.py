@@ -24,7 +24,7 @@
     ├── JSONFixFailedError               422  (json_fix_failed)
     └── ServiceUnavailableError          503  (service_unavailable)
 
-`retryable` errors let UnifiedLLM retry or fall back to the next deployment; the others are returned as they are.
+`retryable` errors let ModelRouter retry or fall back to the next deployment; the others are returned as they are.
 Foreign exceptions are translated into this tree once, where they arise (inside providers); the HTTP
 handlers in `sop_llm.api.errors` turn the tree into response bodies for each API surface.
 """

@@ -1,4 +1,4 @@
-"""The Redis cache backend (R-C1): one connection pool, REDIS_TIMEOUT on every call, and a breaker: a Redis that
+"""The Redis cache backend: one connection pool, REDIS_TIMEOUT on every call, and a breaker: a Redis that
 errs or does not answer in time turns lookups into misses (counted in `stats.errors`) and is left alone for
 a few seconds (infra/backoff.py), so a slow or dead Redis costs one timeout, never a hang or a 500."""
 

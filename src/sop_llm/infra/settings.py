@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sop_llm.infra.redis_keys import TASKS_STREAM
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
@@ -38,7 +40,7 @@ class Settings(BaseSettings):
     tasks_max_attempts: int = Field(3, ge=1, le=20, alias="TASKS_MAX_ATTEMPTS")
     tasks_poll_interval: float = Field(0.5, gt=0, alias="TASKS_POLL_INTERVAL")
     tasks_redispatch_seconds: float = Field(60.0, gt=0, alias="TASKS_REDISPATCH_SECONDS")
-    tasks_stream: str = Field("sop-llm:tasks", min_length=1, alias="TASKS_STREAM")
+    tasks_stream: str = Field(TASKS_STREAM, min_length=1, alias="TASKS_STREAM")
     broker_url: str | None = Field(None, alias="BROKER_URL")
     worker_heartbeat_file: Path | None = Field(None, alias="WORKER_HEARTBEAT_FILE")
     broker_timeout: float = Field(2.0, gt=0, alias="BROKER_TIMEOUT")
@@ -62,6 +64,7 @@ class Settings(BaseSettings):
     max_request_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, alias="MAX_REQUEST_BODY_BYTES")
     cors_origins: list[str] = Field(default_factory=list, alias="CORS_ORIGINS")
     llm_request_timeout: float = Field(300.0, gt=0, alias="LLM_REQUEST_TIMEOUT")
+    llm_queue_timeout: float = Field(60.0, gt=0, alias="LLM_QUEUE_TIMEOUT")
 
     llm_retries: int = Field(1, ge=0, le=5, alias="LLM_RETRIES")
     llm_retry_backoff: float = Field(0.25, ge=0, alias="LLM_RETRY_BACKOFF")
@@ -84,6 +87,8 @@ class Settings(BaseSettings):
     json_fixer_model: str = Field("smollm2-135m", alias="JSON_FIXER_MODEL")
     json_fixer_max_attempts: int = Field(2, ge=1, le=5, alias="JSON_FIXER_MAX_ATTEMPTS")
     json_fixer_max_tokens: int = Field(1024, ge=16, alias="JSON_FIXER_MAX_TOKENS")
+    json_fixer_token_budget: int = Field(2048, ge=16, alias="JSON_FIXER_TOKEN_BUDGET")
+    json_fixer_timeout: float = Field(60.0, gt=0, alias="JSON_FIXER_TIMEOUT")
 
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_format: Literal["auto", "human", "json"] = Field("auto", alias="LOG_FORMAT")

@@ -26,11 +26,11 @@ def register_provider(name: str) -> Callable[[_T], _T]:
 
 
 def discover() -> None:
-    """Import every module of `sop_llm.providers` so their registrations run (they import no heavy code)."""
+    """Import every module under `sop_llm.providers` so their registrations run (they import no heavy code)."""
     import sop_llm.providers as package
 
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{module.name}")
+    for module in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}."):
+        importlib.import_module(module.name)
 
 
 def provider_types() -> set[str]:

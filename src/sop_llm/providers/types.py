@@ -36,15 +36,24 @@ class JsonMode:
     schema: dict[str, Any] | None = None
 
 
+# What a generation does when the request does not say.
+DEFAULT_MAX_TOKENS = 256
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_TOP_P = 0.95
+# Bounds every API checks before anything runs (LLM_MAX_TOKENS_PER_REQUEST then caps max_tokens further).
+MAX_TOKENS_BOUND = 1_000_000
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+
+
 @dataclass(slots=True)
 class GenerationRequest:
     """Either `messages` (chat) or `prompt` (raw completion)."""
 
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
-    max_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.95
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     json_mode: JsonMode | None = None

@@ -10,26 +10,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sop_llm.infra.cache import Cache, MemoryCache
 from sop_llm.infra.database import create_engine, session_factory
-from sop_llm.infra.metrics import Metrics
 from sop_llm.infra.model_config import ServiceConfig, load_service_config
 from sop_llm.infra.settings import Settings
 from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.registry import generation_provider, provider_types
 from sop_llm.services.auth.authenticator import Authenticator
 from sop_llm.services.auth.keys import KeyStore
-from sop_llm.services.embedding_manager import EmbeddingManager
-from sop_llm.services.json_fixer import JSONFixer
-from sop_llm.services.llm_manager import LLMManager
-from sop_llm.services.monitoring import Monitor
-from sop_llm.services.provider_manager import ProviderManager
-from sop_llm.services.rate_limit import RateLimiter
-from sop_llm.services.structured_output import StructuredOutput
+from sop_llm.services.embeddings.manager import EmbeddingManager
+from sop_llm.services.limits.rate_limit import RateLimiter
+from sop_llm.services.local.manager import LocalModels
+from sop_llm.services.monitoring.collector import Monitor
+from sop_llm.services.monitoring.metrics import Metrics
+from sop_llm.services.routing.deployments import Deployments
+from sop_llm.services.routing.router import ModelRouter
+from sop_llm.services.structured.fixer import JSONFixer
+from sop_llm.services.structured.output import StructuredOutput
 from sop_llm.services.tasks.broker import BrokerDispatch, make_broker
 from sop_llm.services.tasks.jobs import JobContext
 from sop_llm.services.tasks.repository import TaskRepository
 from sop_llm.services.tasks.runner import TaskRunner
 from sop_llm.services.tasks.service import TaskService
-from sop_llm.services.unified_llm import UnifiedLLM
 
 
 @dataclass
@@ -37,28 +37,25 @@ class Services:
     settings: Settings
     config: ServiceConfig
     cache: Cache
-    llm: LLMManager
-    providers: ProviderManager
+    local: LocalModels
+    deployments: Deployments
     embeddings: EmbeddingManager
-    unified: UnifiedLLM
+    router: ModelRouter
     structured: StructuredOutput
     tasks: TaskService
     auth: Authenticator
     limiter: RateLimiter
     metrics: Metrics
     database: AsyncEngine
+    monitor: Monitor
     started_at: float = field(default_factory=time.time)
-    monitor: Monitor = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.monitor = Monitor(self)
 
     async def start(self) -> None:
         """Open remote clients, begin loading the startup models in the background, start the task runner (which
         finds work in the database on its own when there is no broker)."""
-        self.llm.start()
+        self.local.start()
         self.embeddings.start()
-        await self.providers.start()
+        await self.deployments.start()
         self.monitor.start()
         if self.tasks.runner is not None:
             self.tasks.runner.start(ready=lambda: self.ready()[0], poll=self.tasks.dispatch is None)
@@ -70,13 +67,13 @@ class Services:
         if self.tasks.runner is not None:
             await self.tasks.runner.aclose()
         await self.database.dispose()
-        await self.providers.aclose()
+        await self.deployments.aclose()
         await self.embeddings.aclose()
-        await self.llm.aclose()
+        await self.local.aclose()
         await self.cache.aclose()
 
     def ready(self) -> tuple[bool, dict[str, str]]:
-        states = {name: self.llm.state(name).value for name in self.llm.default_names()}
+        states = {name: self.local.state(name).value for name in self.local.default_names()}
         for entry in self.embeddings.describe():
             if entry["name"] in self.embeddings.default_names():
                 states[entry["name"]] = entry["state"]
@@ -104,11 +101,11 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
     for name, model in config.models.items():
         provider_config = config.providers[model.provider]
         providers[name] = generation_provider(provider_config.type)(name, model, provider_config)
-    llm = LLMManager(settings, {name: p for name, p in providers.items() if p.local})
-    provider_manager = ProviderManager(settings, providers, llm)
+    local = LocalModels(settings, {name: p for name, p in providers.items() if p.local})
+    deployments = Deployments(settings, providers, local)
     metrics = Metrics([*config.models, *config.embeddings])
-    unified = UnifiedLLM(settings, config, provider_manager, llm, metrics)
-    structured = StructuredOutput(unified, JSONFixer(settings, unified))
+    router = ModelRouter(settings, config, deployments, local, metrics)
+    structured = StructuredOutput(router, JSONFixer(settings, router))
     embeddings = EmbeddingManager(settings, config, cache)
     database = create_engine(settings)
     sessions = session_factory(database)
@@ -116,19 +113,20 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
     dispatch = BrokerDispatch(make_broker(settings), settings.tasks_stream) if settings.broker_url else None
     runner = None
     if worker or dispatch is None:
-        runner = TaskRunner(settings, repository, JobContext(unified, structured, embeddings), dispatch)
+        runner = TaskRunner(settings, repository, JobContext(router, structured, embeddings), dispatch)
     return Services(
         settings=settings,
         config=config,
         cache=cache,
-        llm=llm,
-        providers=provider_manager,
+        local=local,
+        deployments=deployments,
         embeddings=embeddings,
-        unified=unified,
+        router=router,
         structured=structured,
         tasks=TaskService(settings, repository, runner, dispatch),
         auth=Authenticator(settings, KeyStore(sessions, settings.api_key_cache_seconds)),
         limiter=RateLimiter(settings),
         metrics=metrics,
         database=database,
+        monitor=Monitor(metrics, cache, deployments, local, embeddings, repository.counts),
     )

@@ -1,4 +1,4 @@
-"""API keys (R-S2), admin scope only: create (the key is in this answer and nowhere else), list, revoke."""
+"""API keys, admin scope only: create (the key is in this answer and nowhere else), list, revoke."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from sop_llm.api.auth import require_admin
 from sop_llm.api.deps import ServicesDep
+from sop_llm.api.middleware.auth import require_admin
 from sop_llm.api.responses import json_response
 from sop_llm.services.auth.model import ApiKeyRow
 from sop_llm.services.auth.principal import Scope

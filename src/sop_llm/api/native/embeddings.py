@@ -4,8 +4,8 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from sop_llm.api.deps import EmbeddingsDep
-from sop_llm.api.native.schemas import EmbeddingsBody, SimilarityBody
 from sop_llm.api.responses import json_response
+from sop_llm.services.payloads import EmbeddingsBody, SimilarityBody
 
 router = APIRouter(tags=["embeddings"])
 

@@ -33,7 +33,7 @@ async def health(services: ServicesDep) -> Response:
                 },
                 "providers": {
                     d["name"]: {"healthy": d["health"]["ok"], "circuit": d["circuit"]["state"]}
-                    for d in services.providers.describe()
+                    for d in services.deployments.describe()
                 },
             },
         }

@@ -1,28 +1,18 @@
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from sop_llm.api.deps import ServicesDep
 from sop_llm.api.responses import json_response
+from sop_llm.services.payloads import FixBody
 
 router = APIRouter(tags=["json"])
 
 
-class FixBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    text: str = Field(min_length=1, max_length=100_000, description="the broken JSON, as a model wrote it")
-    schema_: dict[str, Any] | None = Field(None, alias="schema", description="a JSON Schema the result must match")
-    model: str | None = Field(None, description="the fixer model; JSON_FIXER_MODEL when omitted")
-
-
 @router.post("/json/fix")
 async def fix_json(body: FixBody, services: ServicesDep) -> Response:
-    """The JSON pipeline on its own: parse, repair locally, validate, then ask the fixer model (R-J4)."""
+    """The JSON pipeline on its own: parse, repair locally, validate, then ask the fixer model."""
     fixer = services.structured.fixer
     fixer.check_schema(body.schema_)
     outcome = await fixer.resolve(body.text, body.schema_, fixer_model=body.model)

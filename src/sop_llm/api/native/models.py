@@ -5,19 +5,18 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from loguru import logger
 from starlette.responses import Response
 
 from sop_llm.api.answer_cache import cached_answer, remember_answer
-from sop_llm.api.auth import require_admin
 from sop_llm.api.deps import ServicesDep
-from sop_llm.api.errors import native_body
-from sop_llm.api.generation import generate, open_stream
-from sop_llm.api.native.schemas import GenerateBody
+from sop_llm.api.errors import internal_error, native_body
+from sop_llm.api.generation import open_generation_stream, run_generation
+from sop_llm.api.middleware.auth import require_admin
 from sop_llm.api.responses import EventStreamResponse, json_response, sse_event
 from sop_llm.infra.errors import AppError, BadRequestError, ModelNotFoundError
 from sop_llm.providers.types import Chunk
 from sop_llm.services.container import Services
+from sop_llm.services.payloads import GenerateBody
 
 router = APIRouter(tags=["models"])
 
@@ -28,7 +27,7 @@ async def list_models(services: ServicesDep) -> Response:
         {
             "default_model": services.settings.llm_default_model,
             "default_embedding_model": services.settings.llm_default_embedding_model,
-            "models": services.unified.describe() + services.embeddings.describe(),
+            "models": services.router.describe() + services.embeddings.describe(),
         }
     )
 
@@ -39,11 +38,11 @@ async def generate_text(body: GenerateBody, request: Request, services: Services
     was obtained: `{"value", "provenance", "attempts", "constraint"}`."""
     gen_request = body.to_request()
     if body.stream:
-        model, chunks = await open_stream(request, services, body.model, gen_request, body.fallbacks)
+        model, chunks = await open_generation_stream(request, services, body.model, gen_request, body.fallbacks)
         return EventStreamResponse(_native_events(model, chunks))
     if (hit := await cached_answer(request)) is not None:
         return hit
-    model, completion, verdict = await generate(request, services, body.model, gen_request, body.fallbacks)
+    model, completion, verdict = await run_generation(request, services, body.model, gen_request, body.fallbacks)
     reply: dict[str, Any] = {
         "model": model,
         "text": completion.text,
@@ -70,8 +69,7 @@ async def _native_events(model: str, chunks: AsyncIterator[Chunk]) -> AsyncItera
     except AppError as exc:
         yield sse_event(native_body(exc), "error")
     except Exception as exc:  # a bug must still end the stream with an error event
-        logger.opt(exception=exc).error("stream failed")
-        yield sse_event(native_body(AppError("internal error; the trace id identifies it in the logs")), "error")
+        yield sse_event(native_body(internal_error(exc, "a stream")), "error")
 
 
 @router.post("/models/{name}/load", status_code=202, dependencies=[Depends(require_admin)])
@@ -80,7 +78,7 @@ async def load_model(name: str, services: ServicesDep) -> Response:
     if kind == "embedding":
         services.embeddings.load(canonical)
     else:
-        services.llm.load(canonical)
+        services.local.load(canonical)
     return json_response({"name": canonical, "state": "loading"}, 202)
 
 
@@ -90,7 +88,7 @@ async def unload_model(name: str, services: ServicesDep) -> Response:
     if kind == "embedding":
         await services.embeddings.unload(canonical)
     else:
-        await services.llm.unload(canonical)
+        await services.local.unload(canonical)
     return json_response({"name": canonical, "state": "unloaded"})
 
 
@@ -101,9 +99,9 @@ def _local_model(name: str, services: Services) -> tuple[str, str]:
     except ModelNotFoundError:
         pass
     try:
-        canonical = services.unified.resolve(name)
+        canonical = services.router.resolve(name)
     except ModelNotFoundError:
         raise ModelNotFoundError(f"no model named '{name}'", param="name") from None
-    if canonical not in services.llm:
+    if canonical not in services.local:
         raise BadRequestError(f"'{name}' is a remote model; only local models are loaded and unloaded")
     return "generation", canonical

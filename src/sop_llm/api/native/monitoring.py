@@ -1,4 +1,4 @@
-"""Monitoring (R-M1..M3): `/metrics` for Prometheus, `/api/v1/monitoring/ws` sending a JSON snapshot every second,
+"""Monitoring: `/metrics` for Prometheus, `/api/v1/monitoring/ws` sending a JSON snapshot every second,
 and `/dashboard`, a page (no build step, no external assets) that draws that feed."""
 
 from __future__ import annotations

@@ -12,4 +12,4 @@ router = APIRouter(tags=["providers"])
 @router.get("/providers")
 async def providers(services: ServicesDep) -> Response:
     """Every deployment: cached health (never a generation call), circuit state and routing counters."""
-    return json_response({"providers": services.providers.describe()})
+    return json_response({"providers": services.deployments.describe()})

@@ -1,4 +1,4 @@
-"""Background tasks (R-T1): POST → 202 with an id; GET one or a filtered page; DELETE cancels."""
+"""Background tasks: POST → 202 with an id; GET one or a filtered page; DELETE cancels."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
-from sop_llm.api.auth import principal_of
 from sop_llm.api.deps import ServicesDep
-from sop_llm.api.native.json_fix import FixBody
-from sop_llm.api.native.schemas import EmbeddingsBody, GenerateBody, SimilarityBody
+from sop_llm.api.middleware.auth import principal_of
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import BadRequestError, RequestValidationFailed
+from sop_llm.services.payloads import EmbeddingsBody, FixBody, GenerateBody, SimilarityBody
 from sop_llm.services.tasks.views import task_view
 
 router = APIRouter(tags=["tasks"])
@@ -74,7 +73,7 @@ async def list_tasks(
     status: Literal["pending", "processing", "completed", "failed", "cancelled"] | None = None,
     kind: str | None = None,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=1_000_000_000),
 ) -> Response:
     rows, total = await services.tasks.search(status, kind, limit, offset, principal_of(request))
     return json_response({"tasks": [task_view(r) for r in rows], "total": total, "limit": limit, "offset": offset})

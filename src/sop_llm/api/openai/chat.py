@@ -11,7 +11,7 @@ from starlette.responses import Response
 from sop_llm.api.answer_cache import cached_answer, remember_answer
 from sop_llm.api.body import documented_body, parse_body
 from sop_llm.api.deps import ServicesDep, services_of
-from sop_llm.api.generation import generate, open_stream
+from sop_llm.api.generation import open_generation_stream, run_generation
 from sop_llm.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 from sop_llm.api.openai.streaming import JSON_VERDICT_FIELD, openai_events
 from sop_llm.api.responses import EventStreamResponse, json_response
@@ -41,7 +41,7 @@ async def chat_completions(request: Request) -> Response:
     if not body.stream and (hit := await cached_answer(request)) is not None:
         return hit
     services = services_of(request)
-    gen = _chat_request(body, services.unified.default_max_tokens)
+    gen = _chat_request(body, services.router.default_max_tokens)
     created = int(time.time())
     completion_id = f"chatcmpl-{new_trace_id()}"
     if body.stream:
@@ -55,10 +55,10 @@ async def chat_completions(request: Request) -> Response:
                 delta["tool_calls"] = chunk.tool_calls
             return {"index": 0, "delta": delta, "finish_reason": chunk.finish_reason, "logprobs": None}
 
-        model, chunks = await open_stream(request, services, body.model, gen, body.fallbacks)
+        model, chunks = await open_generation_stream(request, services, body.model, gen, body.fallbacks)
         base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
         return EventStreamResponse(openai_events(chunks, base, choice, body.include_usage))
-    model, completion, verdict = await generate(request, services, body.model, gen, body.fallbacks)
+    model, completion, verdict = await run_generation(request, services, body.model, gen, body.fallbacks)
     message: dict[str, Any] = {"role": "assistant", "content": completion.text, "refusal": None}
     if completion.tool_calls:
         message["tool_calls"] = completion.tool_calls
@@ -97,10 +97,10 @@ async def completions(body: CompletionRequest, request: Request, services: Servi
                 return {}
             return {"index": 0, "text": chunk.text, "finish_reason": chunk.finish_reason, "logprobs": None}
 
-        model, chunks = await open_stream(request, services, body.model, gen, body.fallbacks)
+        model, chunks = await open_generation_stream(request, services, body.model, gen, body.fallbacks)
         base = {"id": completion_id, "object": "text_completion", "created": created, "model": model}
         return EventStreamResponse(openai_events(chunks, base, choice, body.include_usage))
-    model, completion, verdict = await generate(request, services, body.model, gen, body.fallbacks)
+    model, completion, verdict = await run_generation(request, services, body.model, gen, body.fallbacks)
     answer = {"index": 0, "text": completion.text, "finish_reason": completion.finish_reason, "logprobs": None}
     reply: dict[str, Any] = {
         "id": completion_id,

@@ -18,7 +18,7 @@ router = APIRouter(tags=["openai"])
 def _entries(services: Services) -> dict[str, dict[str, Any]]:
     created = int(services.started_at)
     entries: dict[str, dict[str, Any]] = {}
-    for model in services.unified.describe() + services.embeddings.describe():
+    for model in services.router.describe() + services.embeddings.describe():
         for model_id in (model["name"], *model["aliases"]):
             entries[model_id] = {"id": model_id, "object": "model", "created": created, "owned_by": "sop-llm"}
     return entries

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sop_llm.infra.errors import BadRequestError, UnsupportedFeatureError
-from sop_llm.providers.types import ChatMessage, JsonMode
+from sop_llm.providers.types import MAX_TOKENS_BOUND, SEED_MAX, SEED_MIN, ChatMessage, JsonMode
 
 
 class _Tolerant(BaseModel):
@@ -72,14 +72,14 @@ class StreamOptions(_Tolerant):
 
 class _SamplingBody(_Tolerant):
     model: str
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_BOUND)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1)
+    n: int = Field(1, ge=1, le=128)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     fallbacks: list[str] | None = Field(None, description="non-standard: models to try in order if this one fails")
 
     @model_validator(mode="after")
@@ -103,7 +103,7 @@ class _SamplingBody(_Tolerant):
 
 class ChatCompletionRequest(_SamplingBody):
     messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_BOUND)
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
@@ -134,7 +134,7 @@ class EmbeddingRequest(_Tolerant):
     model: str
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: int | None = Field(None, ge=1, le=65_536)
 
     def texts(self) -> list[str]:
         value = self.input

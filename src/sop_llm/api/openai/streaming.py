@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from loguru import logger
-
-from sop_llm.api.errors import openai_body
+from sop_llm.api.errors import internal_error, openai_body
 from sop_llm.api.responses import sse_event
 from sop_llm.infra.errors import AppError
 from sop_llm.providers.types import Chunk, Usage
@@ -47,6 +45,5 @@ async def openai_events(
     except AppError as exc:
         yield sse_event(openai_body(exc))
     except Exception as exc:  # a bug must still end the stream the way clients understand
-        logger.opt(exception=exc).error("stream failed")
-        yield sse_event(openai_body(AppError("internal error; the trace id identifies it in the logs")))
+        yield sse_event(openai_body(internal_error(exc, "a stream")))
     yield DONE

@@ -1,1 +1,1 @@
-"""Durable background tasks (R-T): the database is the source of truth for task state."""
+"""Durable background tasks: the database is the source of truth for task state."""

@@ -14,8 +14,6 @@ from sop_llm.infra.settings import Settings
 if TYPE_CHECKING:
     from faststream.redis import RedisBroker
 
-# Workers of one deployment share one consumer group, so each message goes to one of them.
-CONSUMER_GROUP = "sop-llm-workers"
 # Trim the stream (approximately) to this many entries; ids of finished tasks need not be kept.
 STREAM_MAXLEN = 100_000
 

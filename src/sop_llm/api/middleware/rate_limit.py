@@ -1,0 +1,76 @@
+"""Rate limits on every route but liveness, readiness and the docs: keyed by the caller (API key or token subject),
+or by client IP with auth off. A refusal is a 429 with `Retry-After`; every limited answer carries
+`X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds). Tokens are charged after the
+answer, from what the generation reports through `record_tokens`."""
+
+from __future__ import annotations
+
+import math
+from contextvars import ContextVar
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sop_llm.api.errors import error_response
+from sop_llm.api.middleware.auth import PUBLIC_PATHS, caller_key
+from sop_llm.infra.errors import AppError, RateLimitedError
+from sop_llm.services.limits.rate_limit import Decision, RateLimiter
+
+_tokens_used: ContextVar[list[int] | None] = ContextVar("tokens_used", default=None)
+
+
+def record_tokens(count: int) -> None:
+    """Called by the generation code: the tokens this request used, charged to its caller when it ends."""
+    holder = _tokens_used.get()
+    if holder is not None:
+        holder.append(count)
+
+
+def _headers(decision: Decision) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"x-ratelimit-limit", str(decision.limit).encode()),
+        (b"x-ratelimit-remaining", str(decision.remaining).encode()),
+        (b"x-ratelimit-reset", str(math.ceil(decision.reset_after)).encode()),
+    ]
+
+
+class RateLimitMiddleware:
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        caller = caller_key(scope)
+        try:
+            decision = await self.limiter.admit(caller)
+        except AppError as exc:  # Redis down with RATE_LIMIT_REDIS_DOWN=closed
+            await error_response(Request(scope, receive), exc)(scope, receive, send)
+            return
+        if decision is not None and not decision.allowed:
+            retry = max(1, math.ceil(decision.reset_after))
+            error = RateLimitedError(
+                f"rate limit: {decision.limit} {decision.what} per minute for this caller; retry in {retry} s",
+                retry_after=retry,
+                details={"limit": decision.limit, "per": "minute", "what": decision.what},
+            )
+            response = error_response(Request(scope, receive), error)
+            response.raw_headers.extend(_headers(decision))
+            await response(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start" and decision is not None:
+                message["headers"] = [*message.get("headers", ()), *_headers(decision)]
+            await send(message)
+
+        used: list[int] = []
+        token = _tokens_used.set(used)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            _tokens_used.reset(token)
+            if used:
+                await self.limiter.charge_tokens(caller, sum(used))

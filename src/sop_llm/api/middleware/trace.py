@@ -1,0 +1,75 @@
+"""Trace context: take or make a trace id per request and return it as `X-Request-ID`.
+
+It also answers unexpected exceptions itself (a 500 in the surface's error shape), so that response carries the
+header too: Starlette's own last-resort handler sits outside every user middleware.
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sop_llm.api.errors import error_response, internal_error
+from sop_llm.infra.trace import set_trace_id, trace_id_from_headers
+from sop_llm.services.monitoring.metrics import Metrics, start_request
+
+
+class TraceMiddleware:
+    """Also measures every HTTP request for /metrics: route template, status, latency, and gateway overhead."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = traceparent = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif name == b"traceparent":
+                traceparent = value.decode("latin-1")
+        trace_id = trace_id_from_headers(request_id, traceparent)
+        set_trace_id(trace_id)
+        header = (b"x-request-id", trace_id.encode("latin-1"))
+
+        started = False
+        status = 500
+        streamed = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started, status, streamed
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                headers = message.get("headers", ())
+                streamed = any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers)
+                message["headers"] = [*headers, header]
+            await send(message)
+
+        began = time.perf_counter()
+        upstream = start_request()
+        self.metrics.active += 1
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if started or scope["type"] != "http":
+                raise
+            error = internal_error(exc, f"{scope.get('method')} {scope.get('path')}")
+            response = error_response(Request(scope, receive), error)
+            await response(scope, receive, send_with_id)
+        finally:
+            self.metrics.active -= 1
+            if scope["type"] == "http":
+                route = scope.get("route")
+                self.metrics.observe_request(
+                    getattr(route, "path", "unmatched"),
+                    scope["method"],
+                    status,
+                    time.perf_counter() - began,
+                    sum(upstream) if upstream and not streamed else None,
+                )

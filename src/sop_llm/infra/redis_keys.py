@@ -1,0 +1,37 @@
+"""Every Redis key the service writes, built here under one namespace (`sop-llm:`), so a shared Redis can be read,
+cleaned up or given an ACL by prefix: `sop-llm:*` is everything of ours.
+
+| Key | What |
+|---|---|
+| `sop-llm:emb:<digest>` | one cached embedding (model and text hashed) |
+| `sop-llm:answer:<digest>` | one cached generation answer (caller, route and body hashed) |
+| `sop-llm:circuit:<deployment>` | when an opened circuit closes again, shared by replicas |
+| `sop-llm:rate:…` | rate-limit counters (the `limits` package appends its own parts) |
+| `sop-llm:tasks` | the task stream (`TASKS_STREAM`), consumer group `sop-llm-workers` |
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+NAMESPACE = "sop-llm"
+CIRCUIT_PREFIX = f"{NAMESPACE}:circuit:"
+RATE_LIMIT_PREFIX = f"{NAMESPACE}:rate"
+TASKS_STREAM = f"{NAMESPACE}:tasks"
+TASKS_CONSUMER_GROUP = f"{NAMESPACE}-workers"
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).hexdigest()
+
+
+def embedding_key(model: str, text: str) -> str:
+    return f"{NAMESPACE}:emb:{_digest(model, text)}"
+
+
+def answer_key(caller: str, path: str, body: str) -> str:
+    return f"{NAMESPACE}:answer:{_digest(caller, path, body)}"
+
+
+def circuit_key(deployment: str) -> str:
+    return CIRCUIT_PREFIX + deployment

@@ -1,0 +1,306 @@
+"""`llamacpp`: GGUF models in-process through llama-cpp-python (the embedded default is SmolLM2-135M).
+
+A llama.cpp instance is not thread-safe, so each generation takes one instance from a small pool
+(`instances:` in models.yaml, default 1) and returns it only when its worker thread has stopped.
+Generation runs in a worker thread; a stopping criterion checks a cancel flag on every token, so a client
+that disconnects, a timeout or a cancelled task stops the loop within one token.
+
+Every generation evaluates its whole prompt from an empty KV cache. llama-cpp-python would otherwise keep the
+previous prompt's cache and evaluate only the part after the common prefix — a different batch split, hence
+slightly different logits, so the same temperature-0 request could answer differently depending on what ran on
+the instance before it. With the reset, the same request gives the same answer.
+
+A JSON schema becomes a GBNF grammar; one whose grammar would exceed `GRAMMAR_MAX_CHARS` (large `minItems` or
+`maxLength` are spelled out as repetitions) is constrained to JSON syntax only, and the JSON pipeline checks the
+schema afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, cast
+
+from loguru import logger
+
+from sop_llm.infra.errors import (
+    BadRequestError,
+    ContextLengthExceededError,
+    ProviderInitializationError,
+    UnsupportedFeatureError,
+)
+from sop_llm.providers.base import GenerationProvider
+from sop_llm.providers.local.embedded import resolve_model_path
+from sop_llm.providers.local.threaded import Counters, ThreadStream
+from sop_llm.providers.local.tools import parse_tool_call, plain_history, plan_tools
+from sop_llm.providers.registry import register_provider
+from sop_llm.providers.types import (
+    Capability,
+    Chunk,
+    Completion,
+    Constraint,
+    GenerationRequest,
+    Health,
+    JsonMode,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+GRAMMAR_MAX_CHARS = 100_000
+
+
+@register_provider("llamacpp")
+class LlamaCppProvider(GenerationProvider):
+    """Options (models.yaml `options:`): `n_threads` (default: all cores), `n_batch`, `chat_template`."""
+
+    capabilities = frozenset(
+        {
+            Capability.TEXT_GENERATION,
+            Capability.CHAT,
+            Capability.STREAMING,
+            Capability.JSON_SCHEMA,
+            Capability.FUNCTION_CALLING,
+        }
+    )
+    local = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pool: asyncio.Queue[Llama] = asyncio.Queue()
+        self._instances: list[Llama] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self._formatter: Any = None
+        self._eos_text = ""
+        self.counters = Counters()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def load(self) -> None:
+        path = resolve_model_path(self.model_config.model)
+        count = self.model_config.instances
+        self._executor = ThreadPoolExecutor(max_workers=count, thread_name_prefix=f"llama-{self.name}")
+        loop = asyncio.get_running_loop()
+        for _ in range(count):
+            instance = await loop.run_in_executor(self._executor, self._load_instance, path)
+            self._instances.append(instance)
+            self._pool.put_nowait(instance)
+        self._formatter, self._eos_text = self._chat_formatter(self._instances[0])
+
+    def _load_instance(self, path: str) -> Llama:
+        from llama_cpp import Llama
+
+        if not os.path.isfile(path):
+            raise ProviderInitializationError(
+                f"GGUF file '{path}' for model '{self.name}' does not exist; give a local .gguf path "
+                "or an embedded: model"
+            )
+        options = self.model_config.options
+        threads = int(options.get("n_threads") or os.cpu_count() or 1)
+        try:
+            return Llama(
+                model_path=path,
+                n_ctx=self.model_config.context_length,
+                # Prompt evaluation uses n_threads_batch, which llama-cpp-python would otherwise set to every core:
+                # several processes on one machine then spin against each other in OpenMP barriers.
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_batch=int(options.get("n_batch", 512)),
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ProviderInitializationError(f"llama.cpp could not load '{path}': {exc}") from exc
+
+    def _chat_formatter(self, llama: Llama) -> tuple[Any, str]:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self.model_config.options.get("chat_template") or llama.metadata.get("tokenizer.chat_template")
+        eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "ignore")
+        bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "ignore")
+        if not template:
+            return None, eos
+        return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos), eos
+
+    async def aclose(self) -> None:
+        while not self._pool.empty():
+            self._pool.get_nowait()
+        for instance in self._instances:
+            instance.close()
+        self._instances.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def health(self) -> Health:
+        return Health(ok=bool(self._instances), detail=f"{len(self._instances)} instance(s) loaded")
+
+    def stats(self) -> dict[str, int]:
+        return self.counters.snapshot(idle_instances=self._pool.qsize())
+
+    # -- generation ------------------------------------------------------------------------------------
+    async def generate(self, request: GenerationRequest) -> Completion:
+        plan = None
+        tools = request.tools
+        if tools:
+            if request.tool_choice == "none":
+                request = replace(request, messages=plain_history(request.messages or []), tools=None)
+            else:
+                plan = plan_tools(request.messages or [], tools, request.tool_choice)
+                json_mode = JsonMode(plan.forced_schema) if plan.forced_schema is not None else None
+                request = replace(request, messages=plan.messages, json_mode=json_mode, tools=None)
+        # One chunk with the whole text: the event loop is not woken for every token.
+        last = Chunk()
+        async for chunk in self._run(request, per_token=False):
+            last = chunk
+        assert last.finish_reason is not None and last.usage is not None
+        tool_calls = parse_tool_call(last.text, plan.tool_names) if plan is not None else None
+        if tool_calls:
+            return Completion(text="", finish_reason="tool_calls", usage=last.usage, tool_calls=tool_calls)
+        return Completion(last.text, last.finish_reason, last.usage, constraint=last.constraint)
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        if request.tools:
+            return self._stream_with_tools(request)
+        return self._run(request, per_token=True)
+
+    async def _stream_with_tools(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """A tool call is only known once the answer is complete, so it is sent as one delta."""
+        completion = await self.generate(request)
+        if completion.tool_calls:
+            yield Chunk(tool_calls=[{"index": i, **call} for i, call in enumerate(completion.tool_calls)])
+        elif completion.text:
+            yield Chunk(text=completion.text)
+        yield Chunk(finish_reason=completion.finish_reason, usage=completion.usage)
+
+    async def _run(self, request: GenerationRequest, per_token: bool) -> AsyncIterator[Chunk]:
+        if self._executor is None:
+            raise ProviderInitializationError(f"model '{self.name}' is not loaded")
+        prompt, stop = self._render(request)
+        grammar, constraint = self._grammar(request)
+        llama = await self._pool.get()
+        produce = self._producer(llama, prompt, stop, grammar, request, per_token, constraint)
+        stream = ThreadStream(self._executor, produce, lambda: self._pool.put_nowait(llama))
+        # Close the bridge as soon as this generator closes (not when garbage collection gets to it), so the
+        # cancel flag is set at once.
+        async with aclosing(cast(AsyncGenerator[Chunk, None], aiter(stream))) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    def _render(self, request: GenerationRequest) -> tuple[str, list[str]]:
+        if request.prompt is not None:
+            return request.prompt, list(request.stop)
+        if self._formatter is None:
+            raise UnsupportedFeatureError(
+                f"model '{self.name}' has no chat template; use /v1/completions or set options.chat_template",
+            )
+        messages = [
+            {k: v for k, v in (("role", m.role), ("content", m.content or "")) if v is not None}
+            for m in request.messages or []
+        ]
+        try:
+            result = self._formatter(messages=messages)
+        except Exception as exc:  # jinja raises for message orders the template forbids
+            raise BadRequestError(f"the messages do not fit the model's chat template: {exc}") from exc
+        return result.prompt, [*request.stop, self._eos_text]
+
+    def _grammar(self, request: GenerationRequest) -> tuple[LlamaGrammar | None, Constraint | None]:
+        """The grammar for a JSON request, and how much it constrains: the schema, or JSON syntax only when
+        llama.cpp cannot compile the schema (the JSON pipeline then still validates against it)."""
+        if request.json_mode is None:
+            return None, None
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+        if request.json_mode.schema is not None:
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+            try:
+                rules = json_schema_to_gbnf(json.dumps(request.json_mode.schema))
+            except Exception as exc:  # the converter raises plain exceptions for unsupported keywords
+                logger.info(
+                    "model {}: schema not compilable to a grammar ({}); constraining to JSON only", self.name, exc
+                )
+            else:
+                if len(rules) <= GRAMMAR_MAX_CHARS:
+                    return LlamaGrammar.from_string(rules, verbose=False), "schema"
+                logger.info(
+                    "model {}: the schema's grammar is {} characters (limit {}); constraining to JSON only",
+                    self.name,
+                    len(rules),
+                    GRAMMAR_MAX_CHARS,
+                )
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False), "json"
+
+    def _producer(
+        self,
+        llama: Llama,
+        prompt: str,
+        stop: list[str],
+        grammar: LlamaGrammar | None,
+        request: GenerationRequest,
+        per_token: bool,
+        constraint: Constraint | None,
+    ) -> Callable[[Callable[[Chunk], None], threading.Event], None]:
+        counters = self.counters
+
+        def produce(emit: Callable[[Chunk], None], cancel: threading.Event) -> None:
+            from llama_cpp import StoppingCriteriaList
+
+            def stop_when_cancelled(_ids: Any, _logits: Any) -> bool:
+                counters.add(tokens_generated=1)
+                return cancel.is_set()
+
+            tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            n_ctx = llama.n_ctx()
+            if len(tokens) >= n_ctx:
+                raise ContextLengthExceededError(
+                    f"the prompt is {len(tokens)} tokens; model '{self.name}' has a context of {n_ctx} "
+                    "tokens. Shorten the prompt",
+                    param="messages",
+                )
+            max_tokens = min(request.max_tokens, n_ctx - len(tokens))
+            counters.add(generations=1)
+            llama.reset()  # type: ignore[no-untyped-call]  # evaluate the whole prompt: see the module docstring
+            text: list[str] = []
+            finish: Any = "stop"
+            parts: Iterator[Any] = llama.create_completion(  # type: ignore[assignment]
+                tokens,
+                max_tokens=max_tokens,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                stop=stop or None,
+                seed=request.seed,
+                grammar=grammar,
+                stream=True,
+                stopping_criteria=StoppingCriteriaList([stop_when_cancelled]),
+            )
+            for part in parts:
+                if cancel.is_set():
+                    counters.add(cancelled=1)
+                    return
+                choice = part["choices"][0]
+                if choice["text"]:
+                    text.append(choice["text"])
+                    if per_token:
+                        emit(Chunk(text=choice["text"]))
+                if choice["finish_reason"]:
+                    finish = choice["finish_reason"]
+            if cancel.is_set():
+                counters.add(cancelled=1)
+                return
+            generated = "".join(text)
+            if finish == "length":
+                completion_tokens = max_tokens
+            else:
+                completion_tokens = len(llama.tokenize(generated.encode("utf-8"), add_bos=False, special=False))
+            usage = Usage(len(tokens), completion_tokens)
+            text_out = "" if per_token else generated
+            emit(Chunk(text=text_out, finish_reason=finish, usage=usage, constraint=constraint))
+
+        return produce

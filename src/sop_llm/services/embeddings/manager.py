@@ -1,0 +1,205 @@
+"""Embedding models: lifecycle, per-text cache, micro-batched encoding, cosine similarity."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from sop_llm.infra.cache import Cache
+from sop_llm.infra.errors import BadRequestError, ModelNotFoundError
+from sop_llm.infra.model_config import EmbeddingModelConfig, ServiceConfig
+from sop_llm.infra.redis_keys import embedding_key
+from sop_llm.infra.settings import Settings
+from sop_llm.providers.base import EmbeddingProvider
+from sop_llm.providers.registry import embedding_provider
+from sop_llm.services.embeddings.batcher import EmbeddingBatcher
+from sop_llm.services.local.load_state import LoadState, ModelState
+from sop_llm.services.local.memory_guard import check_memory
+
+InputType = Literal["query", "passage"]
+_TOKENS = struct.Struct("<i")
+
+
+@dataclass
+class Embeddings:
+    model: str
+    vectors: np.ndarray  # [n, dims] float32, L2-normalised
+    tokens: int
+
+
+@dataclass
+class RankedItem:
+    index: int
+    score: float
+
+
+class EmbeddingModel:
+    def __init__(self, name: str, config: EmbeddingModelConfig, provider: EmbeddingProvider) -> None:
+        self.name = name
+        self.config = config
+        self.provider = provider
+        self.load_state = LoadState(name)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed-{name}")
+        self.batcher: EmbeddingBatcher | None = None
+
+
+class EmbeddingManager:
+    def __init__(self, settings: Settings, config: ServiceConfig, cache: Cache) -> None:
+        self._settings = settings
+        self._cache = cache
+        self._models: dict[str, EmbeddingModel] = {}
+        self._aliases: dict[str, str] = {}
+        for name, model_config in config.embeddings.items():
+            provider_config = config.providers[model_config.provider]
+            cls = embedding_provider(provider_config.type)
+            self._models[name] = EmbeddingModel(name, model_config, cls(name, model_config, provider_config))
+            self._aliases[name] = name
+            for alias in model_config.aliases:
+                self._aliases[alias] = name
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        for model in self._models.values():
+            if model.config.load_on_startup:
+                self.load(model.name)
+
+    def load(self, name: str) -> asyncio.Task[None]:
+        model = self.get(name)
+        return model.load_state.start_load(lambda: self._load(model))
+
+    async def _load(self, model: EmbeddingModel) -> None:
+        check_memory(self._settings.llm_memory_threshold)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(model.executor, model.provider.load_blocking)
+        batcher = EmbeddingBatcher(
+            model.provider.encode_blocking,
+            model.executor,
+            batch_size=self._settings.embedding_batch_size,
+            wait_s=self._settings.embedding_batch_wait_ms / 1000,
+            max_queue=self._settings.embedding_max_queue,
+        )
+        batcher.start()
+        model.batcher = batcher
+
+    async def unload(self, name: str) -> None:
+        model = self.get(name)
+        await model.load_state.cancel_load()
+        if model.batcher is not None:
+            await model.batcher.aclose()
+            model.batcher = None
+        await asyncio.get_running_loop().run_in_executor(model.executor, model.provider.close_blocking)
+        model.load_state.state = ModelState.UNLOADED
+
+    async def aclose(self) -> None:
+        for name in self._models:
+            await self.unload(name)
+        for model in self._models.values():
+            model.executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- lookup ----------------------------------------------------------------------------------------
+    def resolve(self, name: str | None) -> str:
+        wanted = name or self._settings.llm_default_embedding_model
+        canonical = self._aliases.get(wanted)
+        if canonical is None:
+            raise ModelNotFoundError(
+                f"embedding model '{wanted}' does not exist; available: {sorted(self._aliases)}",
+                param="model",
+            )
+        return canonical
+
+    def get(self, name: str | None) -> EmbeddingModel:
+        return self._models[self.resolve(name)]
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def default_names(self) -> list[str]:
+        return [m.name for m in self._models.values() if m.config.load_on_startup]
+
+    def describe(self) -> list[dict[str, Any]]:
+        described = []
+        for model in self._models.values():
+            entry: dict[str, Any] = {
+                "name": model.name,
+                "kind": "embedding",
+                "provider": model.config.provider,
+                "aliases": list(model.config.aliases),
+                **model.load_state.describe(),
+            }
+            if model.load_state.state is ModelState.READY:
+                entry["dimensions"] = model.provider.dimensions
+                entry["max_input_tokens"] = model.provider.max_input_tokens
+            if model.batcher is not None:
+                stats = model.batcher.stats
+                entry["stats"] = {
+                    "batches": stats.batches,
+                    "texts": stats.texts,
+                    "max_batch": stats.max_batch,
+                    "queued": stats.queued,
+                }
+            described.append(entry)
+        return described
+
+    # -- encoding --------------------------------------------------------------------------------------
+    async def embed(self, model_name: str | None, texts: list[str], input_type: InputType | None = None) -> Embeddings:
+        model = self.get(model_name)
+        model.load_state.require_ready()
+        if not texts:
+            raise BadRequestError("input must contain at least one text", param="input")
+        if len(texts) > self._settings.embedding_max_inputs:
+            raise BadRequestError(
+                f"too many inputs: {len(texts)} > EMBEDDING_MAX_INPUTS={self._settings.embedding_max_inputs}; "
+                "split the request",
+                param="input",
+            )
+        for i, text in enumerate(texts):
+            if not text:
+                raise BadRequestError(f"input[{i}] is an empty string; every input must have text", param="input")
+        prefix = self._prefix(model.config, input_type)
+        prepared = [prefix + t for t in texts] if prefix else texts
+        keys = [embedding_key(model.name, text) for text in prepared]
+        cached = await self._cache.get_many(keys)
+        missing = [i for i, hit in enumerate(cached) if hit is None]
+        vectors = np.empty((len(texts), model.provider.dimensions), dtype=np.float32)
+        tokens = 0
+        for i, hit in enumerate(cached):
+            if hit is not None:
+                tokens += _TOKENS.unpack_from(hit)[0]
+                vectors[i] = np.frombuffer(hit, dtype=np.float32, offset=_TOKENS.size)
+        if missing:
+            assert model.batcher is not None
+            fresh, fresh_tokens = await model.batcher.submit([prepared[i] for i in missing])
+            vectors[missing] = fresh
+            tokens += sum(fresh_tokens)
+            await self._cache.set_many(
+                (keys[i], _TOKENS.pack(n) + fresh[row].tobytes())
+                for row, (i, n) in enumerate(zip(missing, fresh_tokens, strict=True))
+            )
+        return Embeddings(model=model.name, vectors=vectors, tokens=tokens)
+
+    @staticmethod
+    def _prefix(config: EmbeddingModelConfig, input_type: InputType | None) -> str:
+        kind = input_type or config.default_input_type
+        return config.query_prefix if kind == "query" else config.passage_prefix
+
+    async def similarity(self, model_name: str | None, text_a: str, text_b: str) -> tuple[str, float]:
+        result = await self.embed(model_name, [text_a, text_b])
+        return result.model, float(np.dot(result.vectors[0], result.vectors[1]))
+
+    async def rank(
+        self, model_name: str | None, query: str, candidates: list[str], top_k: int | None
+    ) -> tuple[str, list[RankedItem]]:
+        if not candidates:
+            raise BadRequestError("candidates must contain at least one text", param="candidates")
+        query_vec = await self.embed(model_name, [query], input_type="query")
+        cand_vecs = await self.embed(model_name, candidates, input_type="passage")
+        scores = cand_vecs.vectors @ query_vec.vectors[0]
+        order = np.argsort(-scores, kind="stable")
+        if top_k is not None:
+            order = order[:top_k]
+        return query_vec.model, [RankedItem(int(i), float(scores[i])) for i in order]

@@ -1,0 +1,75 @@
+"""Per-model load state shared by the LLM and embedding managers."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from loguru import logger
+
+from sop_llm.infra.errors import AppError, ModelNotLoadedError
+
+
+class ModelState(enum.StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    UNLOADED = "unloaded"
+
+
+class LoadState:
+    """Tracks one model's state and runs its load in the background, one load at a time."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.state = ModelState.UNLOADED
+        self.reason: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start_load(self, load: Callable[[], Awaitable[Any]]) -> asyncio.Task[None]:
+        if self._task is not None and not self._task.done():
+            return self._task
+        self.state, self.reason = ModelState.LOADING, None
+        self._task = asyncio.create_task(self._run(load), name=f"load-{self.name}")
+        return self._task
+
+    async def _run(self, load: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await load()
+        except asyncio.CancelledError:
+            self.state, self.reason = ModelState.UNLOADED, "load cancelled"
+            raise
+        except AppError as exc:
+            self.state, self.reason = ModelState.FAILED, exc.message
+            logger.error("model {} failed to load: {}", self.name, exc.message)
+        except Exception as exc:
+            self.state, self.reason = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
+            logger.exception("model {} failed to load", self.name)
+        else:
+            self.state, self.reason = ModelState.READY, None
+            logger.info("model {} is ready", self.name)
+
+    async def cancel_load(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def require_ready(self) -> None:
+        if self.state is ModelState.READY:
+            return
+        if self.state is ModelState.LOADING:
+            raise ModelNotLoadedError(f"model '{self.name}' is still loading; retry shortly", retry_after=2)
+        if self.state is ModelState.FAILED:
+            raise ModelNotLoadedError(
+                f"model '{self.name}' failed to load: {self.reason}; fix it and POST /api/v1/models/{self.name}/load",
+                details={"state": self.state.value, "reason": self.reason},
+            )
+        raise ModelNotLoadedError(
+            f"model '{self.name}' is not loaded; POST /api/v1/models/{self.name}/load to load it",
+            details={"state": self.state.value},
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"state": self.state.value, "reason": self.reason}

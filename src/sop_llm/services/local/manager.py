@@ -1,0 +1,192 @@
+"""Local model lifecycle and admission: background loading, per-model semaphore and wait-queue
+cap, memory guard, timeouts and cancellation around a provider's stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sop_llm.infra.errors import GenerationTimeoutError, ModelNotFoundError, OverloadedError
+from sop_llm.infra.settings import Settings
+from sop_llm.providers.base import GenerationProvider
+from sop_llm.providers.types import Chunk, Completion, GenerationRequest
+from sop_llm.services.local.load_state import LoadState, ModelState
+from sop_llm.services.local.memory_guard import check_memory
+
+
+@dataclass
+class Admission:
+    active: int = 0
+    waiting: int = 0
+    peak_active: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0  # the client went away or the request was cancelled
+
+
+@dataclass
+class LocalModel:
+    provider: GenerationProvider
+    load_state: LoadState
+    semaphore: asyncio.Semaphore
+    admission: Admission = field(default_factory=Admission)
+
+
+class LocalModels:
+    def __init__(self, settings: Settings, providers: dict[str, GenerationProvider]) -> None:
+        self._settings = settings
+        self._models = {
+            name: LocalModel(provider, LoadState(name), asyncio.Semaphore(settings.llm_max_concurrent_requests))
+            for name, provider in providers.items()
+        }
+
+    def start(self) -> None:
+        for name, model in self._models.items():
+            if model.provider.model_config.load_on_startup:
+                self.load(name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._models
+
+    def _get(self, name: str) -> LocalModel:
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotFoundError(f"'{name}' is not a local model", param="model")
+        return model
+
+    def load(self, name: str) -> asyncio.Task[None]:
+        model = self._get(name)
+
+        async def load() -> None:
+            check_memory(self._settings.llm_memory_threshold)
+            await model.provider.load()
+
+        return model.load_state.start_load(load)
+
+    async def unload(self, name: str) -> None:
+        """Stop admitting, let running generations finish, then free the model."""
+        model = self._get(name)
+        await model.load_state.cancel_load()
+        model.load_state.state = ModelState.UNLOADED
+        permits = self._settings.llm_max_concurrent_requests
+        for _ in range(permits):
+            await model.semaphore.acquire()
+        try:
+            await model.provider.aclose()
+        finally:
+            for _ in range(permits):
+                model.semaphore.release()
+
+    async def aclose(self) -> None:
+        for name in self._models:
+            await self.unload(name)
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def default_names(self) -> list[str]:
+        return [n for n, m in self._models.items() if m.provider.model_config.load_on_startup]
+
+    def state(self, name: str) -> ModelState:
+        return self._get(name).load_state.state
+
+    def describe(self, name: str) -> dict[str, Any]:
+        model = self._get(name)
+        a = model.admission
+        return {
+            **model.load_state.describe(),
+            "stats": {
+                "active": a.active,
+                "waiting": a.waiting,
+                "peak_active": a.peak_active,
+                "completed": a.completed,
+                "failed": a.failed,
+                "requests_cancelled": a.cancelled,
+                **model.provider.stats(),
+            },
+        }
+
+    @asynccontextmanager
+    async def _admit(self, name: str) -> AsyncIterator[GenerationProvider]:
+        model = self._get(name)
+        check_memory(self._settings.llm_memory_threshold)
+        model.load_state.require_ready()
+        a = model.admission
+        if model.semaphore.locked() and a.waiting >= self._settings.llm_max_queued_requests:
+            raise OverloadedError(
+                f"model '{name}' is busy: {a.active} running and {a.waiting} waiting "
+                f"(LLM_MAX_CONCURRENT_REQUESTS={self._settings.llm_max_concurrent_requests}, "
+                f"LLM_MAX_QUEUED_REQUESTS={self._settings.llm_max_queued_requests}); retry shortly",
+                retry_after=1,
+            )
+        a.waiting += 1
+        try:
+            async with asyncio.timeout(self._settings.llm_queue_timeout):
+                await model.semaphore.acquire()
+        except TimeoutError:
+            raise OverloadedError(
+                f"model '{name}' is busy: waited LLM_QUEUE_TIMEOUT={self._settings.llm_queue_timeout:g} s for one "
+                f"of its {self._settings.llm_max_concurrent_requests} generation slots; retry later",
+                retry_after=self._settings.llm_queue_timeout,
+            ) from None
+        finally:
+            a.waiting -= 1
+        a.active += 1
+        a.peak_active = max(a.peak_active, a.active)
+        try:
+            yield model.provider
+            a.completed += 1
+        except (asyncio.CancelledError, GeneratorExit):
+            a.cancelled += 1
+            raise
+        except BaseException:
+            a.failed += 1
+            raise
+        finally:
+            a.active -= 1
+            model.semaphore.release()
+
+    async def generate_admitted(self, name: str, request: GenerationRequest) -> Completion:
+        """Wait for a slot (at most LLM_QUEUE_TIMEOUT), then generate (at most LLM_REQUEST_TIMEOUT)."""
+        async with self._admit(name) as provider:
+            try:
+                async with asyncio.timeout(self._settings.llm_request_timeout):
+                    return await provider.generate(request)
+            except TimeoutError as exc:
+                raise self._timeout(name) from exc
+
+    async def stream_admitted(self, name: str, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        # A stream is primed in one task and drained in another, so the deadline is applied per chunk
+        # (a timeout context is bound to the task that enters it). It starts once the stream is admitted.
+        admission = self._admit(name)
+        provider = await admission.__aenter__()
+        deadline = asyncio.get_running_loop().time() + self._settings.llm_request_timeout
+        chunks = provider.stream(request)
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError as exc:
+                    raise self._timeout(name) from exc
+                yield chunk
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            if error is None:
+                await admission.__aexit__(None, None, None)
+            else:
+                await admission.__aexit__(type(error), error, error.__traceback__)
+
+    def _timeout(self, name: str) -> GenerationTimeoutError:
+        return GenerationTimeoutError(
+            f"generation on '{name}' took longer than LLM_REQUEST_TIMEOUT={self._settings.llm_request_timeout:g} s"
+        )

@@ -1,0 +1,137 @@
+"""What the service looks like right now: a Prometheus collector that reads the services' own state
+at scrape time (cache, providers and circuits, models, memory, tasks), and the JSON snapshot the monitoring
+WebSocket sends every second. Task counts come from the database, refreshed in the background every
+REFRESH_SECONDS so neither a scrape nor a snapshot waits for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import psutil
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sop_llm.infra.cache import Cache
+from sop_llm.infra.errors import AppError
+from sop_llm.services.embeddings.manager import EmbeddingManager
+from sop_llm.services.local.manager import LocalModels
+from sop_llm.services.monitoring.metrics import Metrics
+from sop_llm.services.routing.deployments import Deployments
+
+REFRESH_SECONDS = 2.0
+TASK_STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
+
+
+class Monitor(Collector):
+    def __init__(
+        self,
+        metrics: Metrics,
+        cache: Cache,
+        deployments: Deployments,
+        local: LocalModels,
+        embeddings: EmbeddingManager,
+        count_tasks: Callable[[], Awaitable[dict[str, int]]],
+    ) -> None:
+        self._metrics = metrics
+        self._cache = cache
+        self._deployments = deployments
+        self._local = local
+        self._embeddings = embeddings
+        self._count_tasks = count_tasks
+        self._process = psutil.Process()
+        self.task_counts: dict[str, int] = dict.fromkeys(TASK_STATUSES, 0)
+        self._refresh: asyncio.Task[None] | None = None
+        metrics.registry.register(self)
+
+    def start(self) -> None:
+        self._refresh = asyncio.create_task(self._refresh_loop(), name="monitor-refresh")
+
+    async def aclose(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            await asyncio.gather(self._refresh, return_exceptions=True)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            with contextlib.suppress(AppError):
+                counts = await self._count_tasks()
+                self.task_counts = {status: counts.get(status, 0) for status in TASK_STATUSES}
+            await asyncio.sleep(REFRESH_SECONDS)
+
+    def _models(self) -> dict[str, str]:
+        states = {name: self._local.state(name).value for name in self._local.names()}
+        for entry in self._embeddings.describe():
+            states[entry["name"]] = entry["state"]
+        return states
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._cache.stats
+        for name, value in (("hits", stats.hits), ("misses", stats.misses), ("errors", stats.errors)):
+            yield CounterMetricFamily(f"sop_llm_cache_{name}", f"Cache lookups: {name}", value=value)
+        calls = CounterMetricFamily("sop_llm_provider_calls", "Calls per deployment", labels=["deployment"])
+        failures = CounterMetricFamily(
+            "sop_llm_provider_failures", "Failed calls per deployment", labels=["deployment"]
+        )
+        fallbacks = CounterMetricFamily(
+            "sop_llm_fallbacks", "Requests moved on from a deployment to the next", labels=["deployment"]
+        )
+        circuit = GaugeMetricFamily("sop_llm_circuit_state", "1 for the current state", labels=["deployment", "state"])
+        for entry in self._deployments.describe():
+            name = entry["name"]
+            calls.add_metric([name], entry["stats"]["calls"])
+            failures.add_metric([name], entry["stats"]["failures"])
+            fallbacks.add_metric([name], entry["stats"]["fallbacks"])
+            for state in ("closed", "open", "half_open"):
+                circuit.add_metric([name, state], 1.0 if entry["circuit"]["state"] == state else 0.0)
+        yield from (calls, failures, fallbacks, circuit)
+        models = GaugeMetricFamily("sop_llm_model_state", "1 for the current load state", labels=["model", "state"])
+        for name, current in self._models().items():
+            for state in ("unloaded", "loading", "ready", "failed"):
+                models.add_metric([name, state], 1.0 if current == state else 0.0)
+        yield models
+        tasks = GaugeMetricFamily("sop_llm_tasks", "Tasks by status", labels=["status"])
+        for status, count in self.task_counts.items():
+            tasks.add_metric([status], count)
+        yield tasks
+        yield GaugeMetricFamily("sop_llm_task_queue_depth", "Tasks waiting to run", value=self.task_counts["pending"])
+        yield GaugeMetricFamily("sop_llm_memory_rss_bytes", "Resident memory", value=self._process.memory_info().rss)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The WebSocket message: see README "Monitoring" for the schema."""
+        metrics = self._metrics
+        models = self._models()
+        return {
+            "type": "snapshot",
+            "timestamp": time.time(),
+            "uptime_seconds": round(time.monotonic() - metrics.started, 1),
+            "requests": {"total": metrics.total_requests, **metrics.window()},
+            "tokens": dict(metrics.total_tokens),
+            "active_connections": metrics.active,
+            "memory": {
+                "rss_bytes": self._process.memory_info().rss,
+                "system_percent": psutil.virtual_memory().percent,
+            },
+            "cache": vars(self._cache.stats).copy(),
+            "providers": [
+                {
+                    "name": p["name"],
+                    # A local deployment is as healthy as its model's state says (null while not loaded); a remote
+                    # one as its last health check said.
+                    "healthy": _local_health(models.get(p["name"])) if p["local"] else p["health"]["ok"],
+                    "circuit": p["circuit"]["state"],
+                    "calls": p["stats"]["calls"],
+                    "failures": p["stats"]["failures"],
+                }
+                for p in self._deployments.describe()
+            ],
+            "models": models,
+            "tasks": {**self.task_counts, "queue_depth": self.task_counts["pending"]},
+        }
+
+
+def _local_health(state: str | None) -> bool | None:
+    return {"ready": True, "failed": False}.get(state or "")
