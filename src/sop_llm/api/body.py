@@ -25,8 +25,22 @@ async def parse_body(request: Request, model: type[M]) -> M:
 
 
 def documented_body(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` that shows `model` as the request body in /docs."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    """`openapi_extra` that shows `model` as the request body in /docs. The nested models are written inline: an
+    operation's extra cannot add to the document's `components`, and names there (`Message`) are taken."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
     return {
-        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _inline(schema, definitions)}}},
     }
+
+
+def _inline(value: Any, definitions: dict[str, Any]) -> Any:
+    """Replace each `{"$ref": "#/$defs/Name"}` with the definition itself (the wire models are not recursive)."""
+    if isinstance(value, dict):
+        ref = value.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(definitions[ref.removeprefix("#/$defs/")], definitions)
+        return {key: _inline(item, definitions) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_inline(item, definitions) for item in value]
+    return value

@@ -16,6 +16,7 @@ from sop_llm.api.responses import EventStreamResponse, json_response, sse_event
 from sop_llm.infra.errors import AppError, BadRequestError, ModelNotFoundError
 from sop_llm.providers.types import Chunk
 from sop_llm.services.container import Services
+from sop_llm.services.local.load_state import ModelState
 from sop_llm.services.payloads import GenerateBody
 
 router = APIRouter(tags=["models"])
@@ -74,12 +75,10 @@ async def _native_events(model: str, chunks: AsyncIterator[Chunk]) -> AsyncItera
 
 @router.post("/models/{name}/load", status_code=202, dependencies=[Depends(require_admin)])
 async def load_model(name: str, services: ServicesDep) -> Response:
+    """202 while the model loads in the background; 200 when it is loaded already (nothing is loaded twice)."""
     kind, canonical = _local_model(name, services)
-    if kind == "embedding":
-        services.embeddings.load(canonical)
-    else:
-        services.local.load(canonical)
-    return json_response({"name": canonical, "state": "loading"}, 202)
+    state = services.embeddings.load(canonical) if kind == "embedding" else services.local.load(canonical)
+    return json_response({"name": canonical, "state": state.value}, 200 if state is ModelState.READY else 202)
 
 
 @router.post("/models/{name}/unload", dependencies=[Depends(require_admin)])

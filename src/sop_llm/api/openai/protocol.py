@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from sop_llm.infra.errors import BadRequestError, UnsupportedFeatureError
 from sop_llm.providers.types import MAX_TOKENS_BOUND, SEED_MAX, SEED_MIN, ChatMessage, JsonMode
@@ -75,18 +75,12 @@ class _SamplingBody(_Tolerant):
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_BOUND)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, le=128)
+    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     fallbacks: list[str] | None = Field(None, description="non-standard: models to try in order if this one fails")
-
-    @model_validator(mode="after")
-    def _single_choice(self) -> _SamplingBody:
-        if self.n != 1:
-            raise ValueError("only n=1 is supported")
-        return self
 
     def stops(self) -> list[str]:
         if self.stop is None:

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 
+_WARM_UP = [[f"warm up {'word ' * n}".strip() for n in range(size)] for size in (1, 2, 8, 32)]
+
+
 @register_provider("sentence_transformers")
 class SentenceTransformersProvider(EmbeddingProvider):
     """Options (embeddings.yaml `options:`): `device` (default cpu), `max_seq_length`, `threads`."""
@@ -61,6 +64,10 @@ class SentenceTransformersProvider(EmbeddingProvider):
             model.max_seq_length = int(options["max_seq_length"])
         model.eval()
         self._model = model
+        # The first forward passes of each shape build and cache kernels (hundreds of ms each); do that now, so
+        # "ready" means the first requests are served at full speed.
+        for texts in _WARM_UP:
+            self.encode_blocking(texts)
 
     def encode_blocking(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         model = self._loaded()

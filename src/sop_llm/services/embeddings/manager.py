@@ -68,7 +68,7 @@ class EmbeddingManager:
             if model.config.load_on_startup:
                 self.load(model.name)
 
-    def load(self, name: str) -> asyncio.Task[None]:
+    def load(self, name: str) -> ModelState:
         model = self.get(name)
         return model.load_state.start_load(lambda: self._load(model))
 

@@ -28,12 +28,13 @@ class LoadState:
         self.reason: str | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def start_load(self, load: Callable[[], Awaitable[Any]]) -> asyncio.Task[None]:
-        if self._task is not None and not self._task.done():
-            return self._task
+    def start_load(self, load: Callable[[], Awaitable[Any]]) -> ModelState:
+        """Start loading unless the model is loaded or loading already (then nothing changes); the state after."""
+        if self.state is ModelState.READY or (self._task is not None and not self._task.done()):
+            return self.state
         self.state, self.reason = ModelState.LOADING, None
         self._task = asyncio.create_task(self._run(load), name=f"load-{self.name}")
-        return self._task
+        return self.state
 
     async def _run(self, load: Callable[[], Awaitable[Any]]) -> None:
         try:

@@ -57,7 +57,7 @@ class LocalModels:
             raise ModelNotFoundError(f"'{name}' is not a local model", param="model")
         return model
 
-    def load(self, name: str) -> asyncio.Task[None]:
+    def load(self, name: str) -> ModelState:
         model = self._get(name)
 
         async def load() -> None:

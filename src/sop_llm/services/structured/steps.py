@@ -13,6 +13,8 @@ from typing import Any, Literal
 from json_repair import repair_json
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 from sop_llm.infra.errors import BadRequestError
 
@@ -35,7 +37,8 @@ class LocalResult:
 
 @lru_cache(maxsize=256)
 def _validator(schema_text: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(schema_text))
+    # An empty registry: a `$ref` is resolved inside the schema only, never fetched from a URL the request names.
+    return Draft202012Validator(json.loads(schema_text), registry=Registry())
 
 
 def validator_for(schema: dict[str, Any]) -> Draft202012Validator:
@@ -45,14 +48,34 @@ def validator_for(schema: dict[str, Any]) -> Draft202012Validator:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise BadRequestError(f"the JSON schema is invalid: {exc.message}", param="schema") from None
+    for ref in _refs(schema):
+        if not ref.startswith("#"):
+            raise BadRequestError(
+                f"the JSON schema refers to '{ref[:200]}'; only references inside the schema (#/$defs/…) are "
+                "followed: include the referenced schema under $defs",
+                param="schema",
+            )
     return _validator(text)
+
+
+def _refs(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        found = [v for k, v in value.items() if k in ("$ref", "$dynamicRef") and isinstance(v, str)]
+        return found + [ref for v in value.values() for ref in _refs(v)]
+    if isinstance(value, list):
+        return [ref for v in value for ref in _refs(v)]
+    return []
 
 
 def schema_errors(value: Any, schema: dict[str, Any] | None) -> list[str]:
     """Validator messages, each prefixed with where in the value it applies (empty when valid)."""
     if schema is None:
         return [] if isinstance(value, dict | list) else ["expected a JSON object or array"]
-    errors = sorted(validator_for(schema).iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
+    try:
+        found = list(validator_for(schema).iter_errors(value))
+    except Unresolvable as exc:
+        raise BadRequestError(f"the JSON schema has a reference that leads nowhere: {exc}", param="schema") from None
+    errors = sorted(found, key=lambda e: [str(p) for p in e.absolute_path])
     # jsonschema quotes the offending value in its message, which can be the whole (long) answer: cap it.
     return [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message[:300]}" for e in errors[:20]]
 
