@@ -27,6 +27,8 @@ def make_settings(**overrides: Any) -> Settings:
         "CONFIG_DIR": "config",
         "DATABASE_URL": f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='sop-llm-test-')}/tasks.db",
         "TASKS_POLL_INTERVAL": 0.1,
+        # Webhooks go to the tests' own receivers on loopback, which the service refuses unless allowed.
+        "WEBHOOK_ALLOWED_HOSTS": ["127.0.0.1"],
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

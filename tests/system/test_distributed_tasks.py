@@ -34,6 +34,7 @@ class Stack:
             "DATABASE_AUTO_MIGRATE": "false",
             "BROKER_URL": redis.url,
             "BROKER_TIMEOUT": "1",
+            "WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',  # the test's own receiver
             "TASKS_CONCURRENCY": "2",
             "TASKS_LEASE_SECONDS": str(LEASE_SECONDS),
             "TASKS_REDISPATCH_SECONDS": "5",

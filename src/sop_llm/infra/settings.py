@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     llm_max_messages: int = Field(256, ge=1, alias="LLM_MAX_MESSAGES")
     max_request_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, alias="MAX_REQUEST_BODY_BYTES")
     cors_origins: list[str] = Field(default_factory=list, alias="CORS_ORIGINS")
+    webhook_allowed_hosts: list[str] = Field(default_factory=list, alias="WEBHOOK_ALLOWED_HOSTS")
     llm_request_timeout: float = Field(300.0, gt=0, alias="LLM_REQUEST_TIMEOUT")
     llm_queue_timeout: float = Field(60.0, gt=0, alias="LLM_QUEUE_TIMEOUT")
 

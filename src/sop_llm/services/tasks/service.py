@@ -13,6 +13,7 @@ from sop_llm.services.tasks.broker import BrokerDispatch
 from sop_llm.services.tasks.model import TaskRow
 from sop_llm.services.tasks.repository import TaskRepository
 from sop_llm.services.tasks.runner import TaskRunner
+from sop_llm.services.tasks.webhook_guard import check_webhook_url
 
 
 class TaskService:
@@ -39,6 +40,8 @@ class TaskService:
     ) -> tuple[TaskRow, bool]:
         """Store the task (the database is the truth), then hand its id to the broker or the local runner. When the
         broker cannot take it, the task stays accepted and a worker's sweeper dispatches it later."""
+        if webhook_url is not None:
+            await check_webhook_url(webhook_url, self._settings.webhook_allowed_hosts)
         row, created = await self.repository.create(
             kind,
             payload,
