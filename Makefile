@@ -13,6 +13,9 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: install run worker test lint format bench clean browser
 
 install: $(STAMP)
+	# Export the embedding models served with `backend: onnx` to ONNX (and int8) once, into their cache folder
+	# (~/.cache/sop-llm/onnx unless ONNX_CACHE_DIR says otherwise); a quick no-op when they are there.
+	$(BIN)/python -m sop_llm.providers.local.onnx_export
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

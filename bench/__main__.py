@@ -31,15 +31,18 @@ def main() -> None:
     results["gateway"] = gw
     summary = gw["summary"]
     print(
-        f"gateway (static mock upstream): added latency at c1 p50 {summary['service_added_p50_ms']:.2f} ms, "
+        "gateway (static mock upstream; auth on, usage counted per key): added latency at c1 p50 "
+        f"{summary['service_added_p50_ms']:.2f} ms, "
         f"p99 {summary['service_added_p99_ms']:.2f} ms (pass-through: {summary['passthrough_added_p50_ms']:.2f} / "
         f"{summary['passthrough_added_p99_ms']:.2f} ms) | c64: service {gw['service_c64']['rps']:.0f}/s vs "
         f"pass-through {gw['passthrough_c64']['rps']:.0f}/s ({summary['service_vs_passthrough_c64']:.0%}), "
-        f"direct {gw['direct_c64']['rps']:.0f}/s"
+        f"direct {gw['direct_c64']['rps']:.0f}/s | /v1/messages p50 {summary['messages_vs_chat_p50_ms']:+.2f} ms and "
+        f"/v1/responses {summary['responses_vs_chat_p50_ms']:+.2f} ms vs /v1/chat/completions at c1"
     )
     with Service() as service:
         results["startup"] = {"liveness_s": service.liveness_s, "ready_s": service.ready_s}
-        print(f"startup: /health answered after {service.liveness_s:.2f} s, ready after {service.ready_s:.2f} s")
+        print(f"startup: liveness (/api/v1/health 200) {service.liveness_s:.2f} s after start (target <= 1 s)")
+        print(f"startup: readiness (/api/v1/health/ready 200) {service.ready_s:.2f} s after start (target <= 4 s)")
         step("startup")
         gen = generation.run(service.url)
         step("generation")
@@ -53,12 +56,7 @@ def main() -> None:
         emb = embeddings.run(service.url)
         step("embeddings")
         results["embeddings"] = emb
-        print(
-            f"embeddings: raw batch-64 {emb['raw_batch64_per_s']:.0f}/s | HTTP c64 base64 "
-            f"{emb['http_c64_base64_per_s']:.0f}/s ({emb['ratio_base64']:.0%}) | HTTP c64 float "
-            f"{emb['http_c64_float_per_s']:.0f}/s ({emb['ratio_float']:.0%}) | cached p50 "
-            f"{emb['cached_request_p50_ms']:.2f} ms"
-        )
+        print(embeddings.summary(emb))
         json_counts = structured.run(service.url)
         step("structured output")
         results["structured_output"] = json_counts

@@ -37,6 +37,12 @@ COMPLETION = {
     "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
 }
 REQUEST = {"model": "gpt-mock", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 32}
+# The same question on the other client surfaces the service translates onto chat generation.
+SURFACES = {
+    "chat": ("/chat/completions", REQUEST),
+    "messages": ("/messages", {**REQUEST, "max_tokens": 32}),
+    "responses": ("/responses", {"model": "gpt-mock", "input": "Hello there", "max_output_tokens": 32, "store": False}),
+}
 NGINX_CONF = """
 worker_processes 1;
 error_log {prefix}/error.log warn;
@@ -63,12 +69,12 @@ def _require(tool: str) -> str:
     return path
 
 
-def _wait(url: str) -> None:
+def _wait(url: str, headers: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            httpx.post(url, json=REQUEST, timeout=2)
-            return
+            if httpx.post(url, json=REQUEST, headers=headers, timeout=2).status_code == 200:
+                return
         except httpx.TransportError:
             time.sleep(0.05)
     raise RuntimeError(f"{url} did not come up")
@@ -107,29 +113,49 @@ def passthrough(upstream: str) -> Iterator[str]:
 
 
 @contextmanager
-def service(upstream: str) -> Iterator[str]:
+def service(upstream: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """The service as teams run it: auth on, every request counted per key (usage accounting is on by default)."""
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder)
         (config / "providers.yaml").write_text(f"providers:\n  mock: {{type: openai, base_url: '{upstream}'}}\n")
         (config / "models.yaml").write_text("models:\n  gpt-mock: {provider: mock, model: gpt-mock}\n")
         (config / "embeddings.yaml").write_text("embeddings: {}\n")
-        env = {"CONFIG_DIR": folder, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(port), "LOG_LEVEL": "WARNING"}
+        env = {
+            "CONFIG_DIR": folder,
+            "SERVER_HOST": "127.0.0.1",
+            "SERVER_PORT": str(port),
+            "LOG_LEVEL": "WARNING",
+            "AUTH_ENABLED": "true",
+            "DATABASE_URL": f"sqlite+aiosqlite:///{folder}/bench.db",
+        }
+        created = subprocess.run(
+            [sys.executable, "-m", "sop_llm", "keys", "create", "--name", "bench"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        headers = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
         with _process([sys.executable, "-m", "sop_llm", "serve"], env):
             url = f"http://127.0.0.1:{port}/v1"
-            _wait(f"{url}/chat/completions")
-            yield url
+            _wait(f"{url}/chat/completions", headers)
+            yield url, headers
 
 
-def wrk(url: str, connections: int, seconds: int) -> dict[str, float]:
+def wrk(
+    url: str, connections: int, seconds: int, headers: dict[str, str] | None = None, surface: str = "chat"
+) -> dict[str, float]:
+    path, body = SURFACES[surface]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = {json.dumps(json.dumps(REQUEST))}\n"
+            + "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in (headers or {}).items())
+            + f"wrk.body = {json.dumps(json.dumps(body))}\n"
         )
     threads = min(2, connections)
     command = [_require("wrk"), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name]
-    out = subprocess.run([*command, f"{url}/chat/completions"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([*command, f"{url}{path}"], capture_output=True, text=True, check=True).stdout
     os.unlink(script.name)
     if "Non-2xx" in out:
         raise RuntimeError(f"errors while benchmarking {url}:\n{out}")
@@ -141,14 +167,16 @@ def wrk(url: str, connections: int, seconds: int) -> dict[str, float]:
 def run(seconds: int = 3, rounds: int = 3) -> dict[str, dict[str, float]]:
     """Rounds alternate the targets so that drifts in machine speed hit all of them alike; medians are kept."""
     samples: dict[str, list[dict[str, float]]] = {}
-    with mock_upstream() as upstream, passthrough(upstream) as proxy, service(upstream) as gateway:
-        targets = {"direct": upstream, "passthrough": proxy, "service": gateway}
-        for url in targets.values():
-            wrk(url, 64, 1)  # warm up connections and code paths
+    with mock_upstream() as upstream, passthrough(upstream) as proxy, service(upstream) as (gateway, headers):
+        targets = {"direct": (upstream, {}), "passthrough": (proxy, headers), "service": (gateway, headers)}
+        for url, sent in targets.values():
+            wrk(url, 64, 1, sent)  # warm up connections and code paths
         for _ in range(rounds):
             for connections in (1, 64):
-                for name, url in targets.items():
-                    samples.setdefault(f"{name}_c{connections}", []).append(wrk(url, connections, seconds))
+                for name, (url, sent) in targets.items():
+                    samples.setdefault(f"{name}_c{connections}", []).append(wrk(url, connections, seconds, sent))
+            for surface in ("messages", "responses"):  # the translated surfaces, at concurrency 1
+                samples.setdefault(f"service_{surface}_c1", []).append(wrk(gateway, 1, seconds, headers, surface))
     results = {
         key: {metric: statistics.median(run[metric] for run in runs) for metric in runs[0]}
         for key, runs in samples.items()
@@ -160,6 +188,8 @@ def run(seconds: int = 3, rounds: int = 3) -> dict[str, dict[str, float]]:
         "service_added_p50_ms": results["service_c1"]["p50_ms"] - direct["p50_ms"],
         "service_added_p99_ms": results["service_c1"]["p99_ms"] - direct["p99_ms"],
         "service_vs_passthrough_c64": results["service_c64"]["rps"] / results["passthrough_c64"]["rps"],
+        "messages_vs_chat_p50_ms": results["service_messages_c1"]["p50_ms"] - results["service_c1"]["p50_ms"],
+        "responses_vs_chat_p50_ms": results["service_responses_c1"]["p50_ms"] - results["service_c1"]["p50_ms"],
     }
     return results
 

@@ -9,13 +9,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from loguru import logger
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import Receive, Scope, Send
 
 from sop_llm import __version__
+from sop_llm.api.anthropic import messages as anthropic_messages
 from sop_llm.api.errors import install_error_handlers
+from sop_llm.api.hot_paths import HotPaths
 from sop_llm.api.middleware.auth import AuthMiddleware
 from sop_llm.api.middleware.body_limit import BodyLimitMiddleware
 from sop_llm.api.middleware.rate_limit import RateLimitMiddleware
 from sop_llm.api.middleware.trace import TraceMiddleware
+from sop_llm.api.middleware.usage import UsageMiddleware
 from sop_llm.api.native import admin as native_admin
 from sop_llm.api.native import embeddings as native_embeddings
 from sop_llm.api.native import health as native_health
@@ -23,14 +27,31 @@ from sop_llm.api.native import json_fix as native_json
 from sop_llm.api.native import models as native_models
 from sop_llm.api.native import monitoring as native_monitoring
 from sop_llm.api.native import providers as native_providers
+from sop_llm.api.native import rerank as native_rerank
 from sop_llm.api.native import tasks as native_tasks
+from sop_llm.api.native import usage as native_usage
 from sop_llm.api.openai import chat as openai_chat
 from sop_llm.api.openai import embeddings as openai_embeddings
 from sop_llm.api.openai import models as openai_models
+from sop_llm.api.openai.responses import routes as openai_responses
 from sop_llm.infra.logging import setup_logging
 from sop_llm.infra.model_config import ConfigError
 from sop_llm.infra.settings import Settings
 from sop_llm.services.container import build_services
+
+
+class ServiceApp(FastAPI):
+    """FastAPI, with the hottest routes sent past its own layers (api/hot_paths.py)."""
+
+    hot_paths: HotPaths | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chain = self.hot_paths.chain_for(scope) if self.hot_paths is not None else None
+        if chain is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await chain(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await services.aclose()
 
-    app = FastAPI(
+    app = ServiceApp(
         title=settings.app_name,
         version=__version__,
         debug=settings.debug,
@@ -74,12 +95,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else {"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.services = services
-    # Innermost first: rate limits need the caller that auth found; CORS answers preflights before auth asks for
-    # credentials; the body cap and the trace id wrap everything.
+    # Innermost first: usage and rate limits need the caller that auth found; CORS answers preflights before auth
+    # asks for credentials; the body cap and the trace id wrap everything.
+    if settings.usage_enabled:
+        app.add_middleware(UsageMiddleware, meter=services.usage)
     if services.limiter.enabled:
         app.add_middleware(RateLimitMiddleware, limiter=services.limiter)
     if services.auth.enabled:
-        app.add_middleware(AuthMiddleware, authenticator=services.auth)
+        app.add_middleware(AuthMiddleware, authenticator=services.auth, metrics_public=settings.metrics_open)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -97,19 +120,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         native_health,
         native_models,
         native_embeddings,
+        native_rerank,
         native_providers,
         native_json,
         native_tasks,
         native_admin,
         native_monitoring,
+        native_usage,
     )
     for module in native:
         app.include_router(module.router, prefix="/api/v1")
-    # The hottest routes are served as plain Starlette routes, ahead of FastAPI's APIRoute machinery (dependency
-    # solving, query and cookie parsing on every request); their FastAPI declarations stay for /docs.
-    app.router.add_route("/v1/chat/completions", openai_chat.chat_completions, methods=["POST"])
-    app.router.add_route("/v1/embeddings", openai_embeddings.embeddings, methods=["POST"])
+    app.include_router(native_usage.admin, prefix="/api/v1")
     app.include_router(native_monitoring.root)
-    for module in (openai_chat, openai_embeddings, openai_models):
+    for module in (openai_chat, openai_embeddings, openai_models, openai_responses):
         app.include_router(module.router, prefix="/v1")
+    app.include_router(anthropic_messages.router, prefix="/v1")
+    app.include_router(native_rerank.router, prefix="/v1")  # where Cohere / Jina clients look for it
+    app.hot_paths = HotPaths(
+        {"/v1/chat/completions": openai_chat.chat_completions, "/v1/embeddings": openai_embeddings.embeddings},
+        app.user_middleware,
+        app.exception_handlers,
+    )
     return app

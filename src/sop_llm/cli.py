@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from sop_llm.infra.model_config import ConfigError
 from sop_llm.infra.settings import Settings
@@ -82,6 +83,8 @@ def _keys(args: argparse.Namespace) -> int:
                 for row in await store.list():
                     state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
                     print(f"{row.id}  {row.prefix}…  {row.scope:5}  {state:18}  {row.name}")
+            elif args.keys_command == "budget":
+                await _budget(args, settings, session_factory(engine))
             else:
                 row = await store.revoke(args.key_id)
                 print(f"revoked {row.id} '{row.name}'")
@@ -97,6 +100,29 @@ def _keys(args: argparse.Namespace) -> int:
 
         upgrade(settings.database_url)
     return asyncio.run(run())
+
+
+async def _budget(args: argparse.Namespace, settings: Settings, sessions: Any) -> None:
+    from sop_llm.services.usage.budgets import Budgets
+    from sop_llm.services.usage.counters import MemoryCounters, RedisCounters
+
+    counters = RedisCounters(settings.redis_url, settings.redis_timeout) if settings.redis_url else MemoryCounters()
+    budgets = Budgets(sessions, counters, 0)
+    subject = f"key:{args.key_id}"
+    try:
+        if args.remove:
+            await budgets.remove(subject, args.model)
+            print(f"removed the budget of {subject} on {args.model}")
+        elif args.per_day is not None or args.per_month is not None:
+            await budgets.set(subject, args.model, args.per_day, args.per_month)
+        for view in await budgets.describe(subject):
+            print(
+                f"{view['subject']}  model {view['model']}  per day {view['tokens_per_day'] or '-'}"
+                f" (used {view['used_today']})  per month {view['tokens_per_month'] or '-'}"
+                f" (used {view['used_this_month']})"
+            )
+    finally:
+        await budgets.aclose()
 
 
 def _models_check(args: argparse.Namespace) -> int:
@@ -135,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser("list", help="list keys (never the keys themselves)")
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
+    budget = keys.add_parser("budget", help="show, set or remove a key's token budget")
+    budget.add_argument("key_id")
+    budget.add_argument("--model", default="*", help="one model's budget (default: every model, '*')")
+    budget.add_argument("--per-day", type=int, default=None, help="tokens per UTC day")
+    budget.add_argument("--per-month", type=int, default=None, help="tokens per UTC calendar month")
+    budget.add_argument("--remove", action="store_true", help="remove this budget")
     for sub in keys.choices.values():
         sub.set_defaults(func=_keys)
     models = commands.add_parser("models", help="local models").add_subparsers(dest="models_command", required=True)

@@ -75,7 +75,7 @@ class FakeOpenAI:
             return await self._slow(request, model)
         if body.get("stream"):
             return await self._stream(request, model, mode)
-        return web.json_response(_completion(model))
+        return web.json_response(_completion(model, body.get("max_tokens")))
 
     async def _slow(self, request: web.Request, model: str) -> web.Response:
         deadline = time.monotonic() + 5
@@ -118,14 +118,16 @@ def _error(mode: str) -> web.Response:
     return web.json_response(body, status=status, headers=headers)
 
 
-def _completion(model: str) -> dict[str, Any]:
+def _completion(model: str, max_tokens: int | None = None) -> dict[str, Any]:
+    """Five prompt tokens and two of answer, or fewer if `max_tokens` says so (as a real server would)."""
+    completion = min(2, max_tokens or 2)
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": 1,
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+        "usage": {"prompt_tokens": 5, "completion_tokens": completion, "total_tokens": 5 + completion},
     }
 
 

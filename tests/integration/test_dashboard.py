@@ -5,14 +5,17 @@ The charts must redraw with new points and the counters follow the traffic; a sc
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.async_api import async_playwright
 
-from tests.live_server import LiveServer
+from tests.live_server import LiveServer, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,3 +71,39 @@ async def test_dashboard_draws_the_live_feed(server: LiveServer) -> None:
         await browser.close()
     assert not errors, errors
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+async def test_with_auth_on_the_dashboard_asks_for_an_admin_key_and_opens_the_feed_with_a_ticket() -> None:
+    secured = LiveServer(make_settings(AUTH_ENABLED=True, METRICS_PUBLIC=False)).start()
+    try:
+        created = subprocess.run(  # noqa: ASYNC221 - before the browser starts; nothing else runs on this loop
+            [sys.executable, "-m", "sop_llm", "keys", "create", "--name", "dashboard admin", "--scope", "admin"],
+            env={
+                **os.environ,
+                "DATABASE_URL": secured.app.state.services.settings.database_url,
+                "LOG_LEVEL": "WARNING",
+            },
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        admin = created.stdout.strip().splitlines()[-1]
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+            sockets: list[str] = []
+            page.on("websocket", lambda socket: sockets.append(socket.url))
+            await page.goto(f"{secured.url}/dashboard")
+            await page.wait_for_selector("#login.shown", timeout=15_000)  # no key yet: the ticket was refused
+            assert "authentication required" in (await page.text_content("#status") or "")
+            await page.fill("#key", "sop_not-a-real-key")
+            await page.click("#connect")
+            await page.wait_for_selector("#login.shown", timeout=15_000)
+            await page.fill("#key", admin)
+            await page.click("#connect")
+            await page.wait_for_function("Number(document.body.dataset.snapshots || 0) >= 2", timeout=15_000)
+            assert await page.text_content("#status") == "live"
+            assert sockets and all("ticket=" in url and admin not in url for url in sockets)
+            await browser.close()
+    finally:
+        secured.stop()

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from sop_llm.providers.local.embedded import resolve_model_path
-from tests.live_server import LiveServer, free_port, make_settings
+from tests.live_server import LiveServer, make_settings
+from tests.llama_server import running_llama_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.api]
 
@@ -32,27 +30,8 @@ FORCE_WEATHER = {"type": "function", "function": {"name": "get_weather"}}
 
 @pytest.fixture(scope="module")
 def llama_server() -> Iterator[str]:
-    port = free_port()
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", resolve_model_path("embedded:smollm2-135m-instruct"),
-        "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/models").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        raise RuntimeError("llama_cpp.server did not start")
-    yield url
-    process.terminate()
-    process.wait(10)
+    with running_llama_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -119,6 +119,8 @@ async def test_every_delivery_checks_the_addresses_again() -> None:
     name that resolved to a public address at submission and to loopback now (DNS rebinding) is refused."""
     with pytest.raises(WebhookRefused, match="loopback"):
         await check_destination("http://localhost:9/hook", allowed_hosts=[])
+    with pytest.raises(WebhookRefused, match="loopback"):  # the service's own Redis, when 127.0.0.1 is not allowed
+        await check_destination("http://127.0.0.1:6379/", allowed_hosts=[])
     resolver = GuardedResolver(allowed_hosts=[])
     try:
         with pytest.raises(OSError, match="refused"):

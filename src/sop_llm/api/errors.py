@@ -1,4 +1,5 @@
-"""Turn the error tree into HTTP bodies: OpenAI's shape under /v1, the native shape elsewhere."""
+"""Turn the error tree into HTTP bodies: Anthropic's shape under /v1/messages, OpenAI's elsewhere under /v1, the
+native shape everywhere else."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sop_llm.api.anthropic.errors import anthropic_error_response, is_anthropic_path
 from sop_llm.api.disconnect import ClientDisconnected
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import AppError, BadRequestError, RequestValidationFailed
@@ -59,6 +61,8 @@ def error_response(request: Request, exc: AppError) -> Response:
     headers: dict[str, str] = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if is_anthropic_path(request.url.path):
+        return anthropic_error_response(exc, headers)
     if is_openai_path(request.url.path):
         if exc.status_code in (400, 404, 413, 422):
             headers["x-should-retry"] = "false"

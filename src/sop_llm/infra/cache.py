@@ -37,6 +37,10 @@ class Cache(ABC):
     async def set(self, key: str, value: bytes, ttl: int | None = None) -> None:
         await self.set_many([(key, value)], ttl)
 
+    @abstractmethod
+    async def take(self, key: str) -> bytes | None:
+        """Get and delete in one step: of two callers taking the same key, one gets it."""
+
     async def aclose(self) -> None:
         return None
 
@@ -73,6 +77,10 @@ class MemoryCache(Cache):
             self._items.move_to_end(key)
         while len(self._items) > self._max_items:
             self._items.popitem(last=False)
+
+    async def take(self, key: str) -> bytes | None:
+        entry = self._items.pop(key, None)
+        return entry[1] if entry is not None and entry[0] >= time.monotonic() else None
 
     def __len__(self) -> int:
         return len(self._items)

@@ -137,6 +137,14 @@ class RateLimitedError(AppError):
     retryable = True
 
 
+class BudgetExceededError(AppError):
+    """A caller's token budget for the day or month is used up; `retry_after` is the time until it resets."""
+
+    status_code = 429
+    error_code = "budget_exceeded"
+    openai_type = "insufficient_quota"
+
+
 class GenerationTimeoutError(AppError):
     status_code = 504
     error_code = "timeout"

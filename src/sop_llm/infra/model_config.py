@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -53,7 +53,17 @@ class EmbeddingModelConfig(_Strict):
     query_prefix: str = ""
     passage_prefix: str = ""
     default_input_type: Literal["query", "passage"] = "passage"
+    backend: Literal["torch", "onnx"] = Field(
+        "torch", description="sentence_transformers models: the library on torch, or an exported graph on onnxruntime"
+    )
+    quantize: Literal["int8"] | None = Field(None, description="backend onnx: serve the int8-quantized graph")
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _quantize_needs_onnx(self) -> EmbeddingModelConfig:
+        if self.quantize and self.backend != "onnx":
+            raise ValueError("quantize applies to backend: onnx; set backend: onnx or remove quantize")
+        return self
 
 
 class ServiceConfig(_Strict):

@@ -51,5 +51,15 @@ class RedisCache(Cache):
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
 
+    async def take(self, key: str) -> bytes | None:
+        if not self._backoff.available:
+            return None
+        try:
+            value = await self._client.getdel(key)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            return None
+        return value if isinstance(value, bytes) else None
+
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = Field(None, alias="JWT_ISSUER")
     jwt_audience: str | None = Field(None, alias="JWT_AUDIENCE")
     api_key_cache_seconds: float = Field(30.0, ge=0, alias="API_KEY_CACHE_SECONDS")
+    metrics_public: bool | None = Field(None, alias="METRICS_PUBLIC")
+    usage_enabled: bool = Field(True, alias="USAGE_ENABLED")
+    usage_flush_seconds: float = Field(2.0, gt=0, le=3600, alias="USAGE_FLUSH_SECONDS")
+    budget_cache_seconds: float = Field(5.0, ge=0, alias="BUDGET_CACHE_SECONDS")
     anthropic_api_key: str | None = Field(None, alias="ANTHROPIC_API_KEY", repr=False)
 
     llm_default_model: str = Field("smollm2-135m", alias="LLM_DEFAULT_MODEL")
@@ -115,6 +119,13 @@ class Settings(BaseSettings):
         if self.auth_enabled is None:
             return self.environment != "development"
         return self.auth_enabled
+
+    @property
+    def metrics_open(self) -> bool:
+        """/metrics and the dashboard without credentials: in development unless METRICS_PUBLIC says otherwise."""
+        if self.metrics_public is None:
+            return self.environment == "development"
+        return self.metrics_public
 
     @property
     def migrate_on_startup(self) -> bool:

@@ -1,4 +1,4 @@
-"""The provider contracts: one small async interface for generation and one for embeddings."""
+"""The provider contracts: one small async interface for generation, one for embeddings, one for reranking."""
 
 from __future__ import annotations
 
@@ -69,6 +69,36 @@ class EmbeddingProvider(ABC):
     @abstractmethod
     def encode_blocking(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """Encode texts in one batch; returns (vectors [n, dims] float32 normalised, token counts).
+
+        Called in a worker thread, never concurrently with itself.
+        """
+
+    def close_blocking(self) -> None:  # noqa: B027
+        """Release the model."""
+
+
+class RerankProvider(ABC):
+    """Scores how relevant each document is to a query by reading the two together (a cross-encoder). Configured
+    in embeddings.yaml and loaded, unloaded and listed like an embedding model, but it produces no vectors."""
+
+    def __init__(self, name: str, model: EmbeddingModelConfig, provider: ProviderConfig) -> None:
+        self.name = name
+        self.model_config = model
+        self.provider_config = provider
+
+    @property
+    @abstractmethod
+    def max_input_tokens(self) -> int:
+        """Query and document together; longer pairs are truncated (the longer text first)."""
+
+    @abstractmethod
+    def load_blocking(self) -> None:
+        """Load the model; called in a worker thread."""
+
+    @abstractmethod
+    def score_blocking(self, query: str, documents: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Score each document against the query in one batch; returns (scores [n] float32, higher is more
+        relevant; the tokens each pair used).
 
         Called in a worker thread, never concurrently with itself.
         """

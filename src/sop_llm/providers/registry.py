@@ -8,11 +8,14 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from sop_llm.infra.errors import ProviderNotFoundError
-from sop_llm.providers.base import EmbeddingProvider, GenerationProvider
+from sop_llm.providers.base import EmbeddingProvider, GenerationProvider, RerankProvider
 
-ProviderClass = type[GenerationProvider] | type[EmbeddingProvider]
+ProviderClass = type[GenerationProvider] | type[EmbeddingProvider] | type[RerankProvider]
 _registry: dict[str, ProviderClass] = {}
+# Other implementations of an embedding provider type, chosen by the model's `backend:` (e.g. onnx).
+_backends: dict[tuple[str, str], type[EmbeddingProvider]] = {}
 _T = TypeVar("_T", bound=ProviderClass)
+_E = TypeVar("_E", bound=type[EmbeddingProvider])
 
 
 def register_provider(name: str) -> Callable[[_T], _T]:
@@ -20,6 +23,18 @@ def register_provider(name: str) -> Callable[[_T], _T]:
         if name in _registry and _registry[name] is not cls:
             raise ValueError(f"provider type '{name}' is registered twice")
         _registry[name] = cls
+        return cls
+
+    return decorator
+
+
+def register_backend(provider_type: str, backend: str) -> Callable[[_E], _E]:
+    """Register another implementation of an embedding provider type; models pick it with `backend: <name>`."""
+
+    def decorator(cls: _E) -> _E:
+        if _backends.get((provider_type, backend), cls) is not cls:
+            raise ValueError(f"backend '{backend}' of provider type '{provider_type}' is registered twice")
+        _backends[(provider_type, backend)] = cls
         return cls
 
     return decorator
@@ -45,8 +60,22 @@ def generation_provider(name: str) -> type[GenerationProvider]:
     return cls
 
 
-def embedding_provider(name: str) -> type[EmbeddingProvider]:
+def embedding_provider(name: str, backend: str = "torch") -> type[EmbeddingProvider]:
+    """The type's own class for the default backend (`torch`), else the class registered for that backend."""
+    if (name, backend) in _backends:
+        return _backends[(name, backend)]
     cls = _registry.get(name)
     if cls is None or not issubclass(cls, EmbeddingProvider):
         raise ProviderNotFoundError(f"no embedding provider of type '{name}' is registered")
+    if backend != "torch":
+        offered = sorted(b for t, b in _backends if t == name)
+        raise ProviderNotFoundError(
+            f"embedding provider type '{name}' has no '{backend}' backend (backends: {['torch', *offered]})"
+        )
     return cls
+
+
+def rerank_provider(name: str) -> type[RerankProvider] | None:
+    """The reranker registered as type `name`, or None when that type is not a reranker."""
+    cls = _registry.get(name)
+    return cls if cls is not None and issubclass(cls, RerankProvider) else None

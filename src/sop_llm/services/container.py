@@ -16,11 +16,14 @@ from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.registry import generation_provider, provider_types
 from sop_llm.services.auth.authenticator import Authenticator
 from sop_llm.services.auth.keys import KeyStore
+from sop_llm.services.auth.tickets import Tickets
 from sop_llm.services.embeddings.manager import EmbeddingManager
 from sop_llm.services.limits.rate_limit import RateLimiter
 from sop_llm.services.local.manager import LocalModels
 from sop_llm.services.monitoring.collector import Monitor
 from sop_llm.services.monitoring.metrics import Metrics
+from sop_llm.services.rerank.reranker import Reranker
+from sop_llm.services.responses.repository import ResponseStore
 from sop_llm.services.routing.deployments import Deployments
 from sop_llm.services.routing.router import ModelRouter
 from sop_llm.services.structured.fixer import JSONFixer
@@ -30,6 +33,9 @@ from sop_llm.services.tasks.jobs import JobContext
 from sop_llm.services.tasks.repository import TaskRepository
 from sop_llm.services.tasks.runner import TaskRunner
 from sop_llm.services.tasks.service import TaskService
+from sop_llm.services.usage.budgets import Budgets
+from sop_llm.services.usage.counters import MemoryCounters, RedisCounters
+from sop_llm.services.usage.meter import UsageMeter
 
 
 @dataclass
@@ -40,6 +46,7 @@ class Services:
     local: LocalModels
     deployments: Deployments
     embeddings: EmbeddingManager
+    rerank: Reranker
     router: ModelRouter
     structured: StructuredOutput
     tasks: TaskService
@@ -48,6 +55,9 @@ class Services:
     metrics: Metrics
     database: AsyncEngine
     monitor: Monitor
+    usage: UsageMeter
+    budgets: Budgets
+    responses: ResponseStore
     started_at: float = field(default_factory=time.time)
 
     async def start(self) -> None:
@@ -57,6 +67,8 @@ class Services:
         self.embeddings.start()
         await self.deployments.start()
         self.monitor.start()
+        if self.settings.usage_enabled:
+            self.usage.start()
         if self.tasks.runner is not None:
             self.tasks.runner.start(ready=lambda: self.ready()[0], poll=self.tasks.dispatch is None)
 
@@ -66,6 +78,8 @@ class Services:
             await self.tasks.dispatch.aclose()
         if self.tasks.runner is not None:
             await self.tasks.runner.aclose()
+        await self.usage.aclose()  # the last counts, before the database goes
+        await self.budgets.aclose()
         await self.database.dispose()
         await self.deployments.aclose()
         await self.embeddings.aclose()
@@ -121,12 +135,20 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
         local=local,
         deployments=deployments,
         embeddings=embeddings,
+        rerank=Reranker(settings, embeddings, router),
         router=router,
         structured=structured,
         tasks=TaskService(settings, repository, runner, dispatch),
-        auth=Authenticator(settings, KeyStore(sessions, settings.api_key_cache_seconds)),
+        auth=Authenticator(settings, KeyStore(sessions, settings.api_key_cache_seconds), Tickets(cache)),
         limiter=RateLimiter(settings),
         metrics=metrics,
         database=database,
         monitor=Monitor(metrics, cache, deployments, local, embeddings, repository.counts),
+        usage=UsageMeter(database, sessions, settings.usage_flush_seconds),
+        budgets=Budgets(
+            sessions,
+            RedisCounters(settings.redis_url, settings.redis_timeout) if settings.redis_url else MemoryCounters(),
+            settings.budget_cache_seconds,
+        ),
+        responses=ResponseStore(sessions),
     )

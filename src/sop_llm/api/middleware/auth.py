@@ -1,5 +1,7 @@
-"""Authentication on every route but liveness, readiness and the API docs: the principal lands in
-`request.state.principal`; a missing or bad credential is a 401 in the surface's error shape."""
+"""Authentication on every route but liveness, readiness, the API docs and the dashboard page: the principal lands
+in `request.state.principal`; a missing or bad credential is a 401 in the surface's error shape (a WebSocket is
+closed with 4401, or 4403 without the admin scope). `/metrics` and the monitoring feed need the admin scope unless
+METRICS_PUBLIC makes them public."""
 
 from __future__ import annotations
 
@@ -7,12 +9,11 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sop_llm.api.errors import error_response
-from sop_llm.infra.errors import AppError, ForbiddenError
+from sop_llm.infra.errors import AppError, AuthenticationError, ForbiddenError
 from sop_llm.services.auth.authenticator import Authenticator
 from sop_llm.services.auth.principal import ANONYMOUS, Principal
 
-# The dashboard page is static; the data it draws comes over the (authenticated) WebSocket. /metrics carries no
-# secrets and Prometheus scrapes it without credentials: keep it on the internal network.
+# Liveness, readiness, the API docs and the dashboard page (static: its data comes over the WebSocket) are public.
 PUBLIC_PATHS = frozenset(
     {
         "/api/v1/health",
@@ -20,22 +21,20 @@ PUBLIC_PATHS = frozenset(
         "/docs",
         "/docs/oauth2-redirect",
         "/openapi.json",
-        "/metrics",
         "/dashboard",
     }
 )
+# What the service knows about its traffic: public with METRICS_PUBLIC, otherwise for admins only.
+METRICS_PATHS = frozenset({"/metrics", "/api/v1/monitoring/ws"})
+# The WebSocket subprotocol the dashboard speaks; a client may offer `bearer.<key or JWT>` beside it.
+WS_PROTOCOL = "sop-llm"
+_WS_BEARER = "bearer."
 
 
 def _credential(scope: Scope) -> str | None:
-    """From `Authorization: Bearer …` or `X-API-Key`; a WebSocket from a browser (which cannot set headers) may
-    send `?token=…` instead."""
+    """From `Authorization: Bearer …` or `X-API-Key`; a WebSocket may offer `bearer.<credential>` as a subprotocol
+    instead (a browser cannot set headers on it). Never from the URL."""
     api_key: str | None = None
-    if scope["type"] == "websocket":
-        from urllib.parse import parse_qs
-
-        tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token") or []
-        if tokens:
-            api_key = tokens[0]
     for name, value in scope["headers"]:
         if name == b"authorization":
             kind, _, token = str(value.decode("latin-1")).partition(" ")
@@ -43,23 +42,38 @@ def _credential(scope: Scope) -> str | None:
                 return token.strip()
         elif name == b"x-api-key":
             api_key = value.decode("latin-1").strip()
+    if api_key is None and scope["type"] == "websocket":
+        for protocol in scope.get("subprotocols", ()):
+            if protocol.startswith(_WS_BEARER) and len(protocol) > len(_WS_BEARER):
+                return str(protocol[len(_WS_BEARER) :])
     return api_key
 
 
+def _ticket(scope: Scope) -> str | None:
+    from urllib.parse import parse_qs
+
+    tickets = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("ticket") or []
+    return tickets[0] if tickets else None
+
+
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, metrics_public: bool = False) -> None:
         self.app = app
         self.authenticator = authenticator
+        self.public = PUBLIC_PATHS | METRICS_PATHS if metrics_public else PUBLIC_PATHS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.public:
             await self.app(scope, receive, send)
             return
         try:
-            principal = await self.authenticator.authenticate(_credential(scope))
+            principal = await self._principal(scope)
+            if scope["path"] in METRICS_PATHS and not principal.admin:
+                raise ForbiddenError("monitoring data needs an admin API key or a token with the admin scope")
         except AppError as exc:
             if scope["type"] != "http":
-                return  # a websocket closes unanswered
+                await send({"type": "websocket.close", "code": 4401 if exc.status_code == 401 else 4403})
+                return
             response = error_response(Request(scope, receive), exc)
             if exc.status_code == 401:
                 response.headers["WWW-Authenticate"] = "Bearer"
@@ -67,6 +81,15 @@ class AuthMiddleware:
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+    async def _principal(self, scope: Scope) -> Principal:
+        credential = _credential(scope)
+        if credential is None and scope["type"] == "websocket" and (ticket := _ticket(scope)) is not None:
+            principal = await self.authenticator.tickets.redeem(ticket)
+            if principal is None:
+                raise AuthenticationError("unknown, used or expired ticket; ask POST /api/v1/monitoring/ticket again")
+            return principal
+        return await self.authenticator.authenticate(credential)
 
 
 def caller_key(scope: Scope) -> str:

@@ -12,9 +12,11 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sop_llm.api.errors import error_response
-from sop_llm.api.middleware.auth import PUBLIC_PATHS, caller_key
+from sop_llm.api.middleware.auth import METRICS_PATHS, PUBLIC_PATHS, caller_key
 from sop_llm.infra.errors import AppError, RateLimitedError
 from sop_llm.services.limits.rate_limit import Decision, RateLimiter
+
+_UNLIMITED = PUBLIC_PATHS | METRICS_PATHS
 
 _tokens_used: ContextVar[list[int] | None] = ContextVar("tokens_used", default=None)
 
@@ -40,7 +42,7 @@ class RateLimitMiddleware:
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["method"] == "OPTIONS":
+        if scope["type"] != "http" or scope["path"] in _UNLIMITED or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         caller = caller_key(scope)

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from sop_llm.api.deps import EmbeddingsDep
+from sop_llm.api.deps import EmbeddingsDep, ServicesDep
+from sop_llm.api.metering import metered
 from sop_llm.api.responses import json_response
 from sop_llm.services.payloads import EmbeddingsBody, SimilarityBody
 
@@ -11,8 +12,11 @@ router = APIRouter(tags=["embeddings"])
 
 
 @router.post("/embeddings")
-async def embeddings(body: EmbeddingsBody, manager: EmbeddingsDep) -> Response:
-    result = await manager.embed(body.model, body.texts, body.input_type)
+async def embeddings(body: EmbeddingsBody, request: Request, services: ServicesDep) -> Response:
+    manager = services.embeddings
+    async with metered(request, services, manager.get(body.model).name, sum(map(len, body.texts))) as charge:
+        result = await manager.embed(body.model, body.texts, body.input_type)
+        charge.model, charge.tokens = result.model, result.tokens
     return json_response(
         {
             "model": result.model,

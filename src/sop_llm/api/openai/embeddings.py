@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from sop_llm.api.body import documented_body, parse_body
 from sop_llm.api.deps import services_of
+from sop_llm.api.metering import metered
 from sop_llm.api.openai.protocol import EmbeddingRequest
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import BadRequestError
@@ -20,9 +21,13 @@ router = APIRouter(tags=["openai"])
 @router.post("/embeddings", openapi_extra=documented_body(EmbeddingRequest))
 async def embeddings(request: Request) -> Response:
     body = await parse_body(request, EmbeddingRequest)
-    manager = services_of(request).embeddings
+    services = services_of(request)
+    manager = services.embeddings
     model = manager.get(body.model)
-    result = await manager.embed(model.name, body.texts())
+    texts = body.texts()
+    async with metered(request, services, model.name, sum(map(len, texts))) as charge:
+        result = await manager.embed(model.name, texts)
+        charge.model, charge.tokens = result.model, result.tokens
     dims = int(result.vectors.shape[1])
     if body.dimensions is not None and body.dimensions != dims:
         raise BadRequestError(

@@ -217,9 +217,11 @@ class LMStudioProvider(OpenAICompatibleProvider):
 
 
 def vars_of(message: Any) -> dict[str, Any]:
+    """The wire fields of a chat message. `content` is always sent (empty beside tool calls): chat templates of
+    OpenAI-compatible servers such as llama.cpp's fail on an assistant turn without it."""
     return {
         "role": message.role,
-        "content": message.content,
+        "content": message.content if message.content is not None else "",
         "name": message.name,
         "tool_calls": message.tool_calls,
         "tool_call_id": message.tool_call_id,

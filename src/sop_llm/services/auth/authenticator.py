@@ -7,13 +7,15 @@ from sop_llm.infra.errors import AuthenticationError
 from sop_llm.infra.settings import Settings
 from sop_llm.services.auth.keys import KEY_PREFIX, KeyStore
 from sop_llm.services.auth.principal import ANONYMOUS, Principal
+from sop_llm.services.auth.tickets import Tickets
 from sop_llm.services.auth.tokens import TokenVerifier
 
 
 class Authenticator:
-    def __init__(self, settings: Settings, keys: KeyStore) -> None:
+    def __init__(self, settings: Settings, keys: KeyStore, tickets: Tickets) -> None:
         self.enabled = settings.auth_on
         self.keys = keys
+        self.tickets = tickets
         self._tokens = TokenVerifier(settings)
 
     async def authenticate(self, credential: str | None) -> Principal:

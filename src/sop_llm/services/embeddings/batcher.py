@@ -1,8 +1,16 @@
-"""Dynamic micro-batching for embeddings.
+"""Dynamic micro-batching for embeddings, ordered by length, tokenizing ahead of the model.
 
-Concurrent `submit()` calls are queued; one loop takes up to `batch_size` texts at a time (waiting at most
-`wait_s` for a batch to fill when the queue is short) and encodes them in one call on a single worker thread.
-While a batch encodes, the next one gathers, so under load batches fill without any waiting.
+Concurrent `submit()` calls are queued text by text. Two loops work through the queue:
+
+- the tokenizer loop turns waiting texts into token ids on its own thread (for providers that split encoding into
+  `tokenize` and `forward`), so the next batch is tokenized while the current one runs on the model's thread;
+- the batch loop takes up to `_WINDOW` batches' worth of the oldest tokenized texts (waiting at most `wait_s` for a
+  batch to fill when the queue is short), sorts them by length and cuts them into batches of `batch_size`, so texts
+  of similar length share a batch and little of each batch is padding. Each batch runs in one call on the model's
+  single worker thread.
+
+Providers without the split encode whole batches of texts in one call (`encode`); their texts are sorted by
+character length instead. The window bounds how long a text can wait behind others: at most `_WINDOW` batches.
 """
 
 from __future__ import annotations
@@ -10,14 +18,28 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from sop_llm.infra.errors import OverloadedError
 
 EncodeFn = Callable[[list[str]], tuple[np.ndarray, list[int]]]
+TokenizeFn = Callable[[list[str]], list[np.ndarray]]  # token ids per text, already truncated
+ForwardFn = Callable[[list[np.ndarray]], np.ndarray]  # one batch of token ids -> vectors [n, dims]
+
+_WINDOW = 4  # batches sorted together
+
+
+@runtime_checkable
+class TokenizingEncoder(Protocol):
+    """A provider that splits encoding in two steps, so that tokenizing overlaps the model's work."""
+
+    def tokenize_blocking(self, texts: list[str]) -> list[np.ndarray]: ...
+
+    def forward_blocking(self, ids: list[np.ndarray]) -> np.ndarray: ...
 
 
 @dataclass
@@ -26,41 +48,78 @@ class BatchStats:
     texts: int = 0
     max_batch: int = 0
     queued: int = 0
+    tokens: int = 0  # each batch's texts padded to its longest one, summed (tokenizing providers only)
+    padding: int = 0  # of which padding
 
 
 @dataclass(eq=False)
 class _Request:
-    texts: list[str]
     future: asyncio.Future[tuple[np.ndarray, list[int]]]
-    vectors: list[np.ndarray | None] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)
-    next_index: int = 0
-    remaining: int = 0
+    vectors: list[np.ndarray | None]
+    tokens: list[int]
+    remaining: int
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    request: _Request
+    index: int
+    text: str
+    ids: np.ndarray | None = field(default=None)
+
+    @property
+    def length(self) -> int:
+        return len(self.text) if self.ids is None else len(self.ids)
 
 
 class EmbeddingBatcher:
-    def __init__(self, encode: EncodeFn, executor: Executor, batch_size: int, wait_s: float, max_queue: int) -> None:
+    def __init__(
+        self,
+        encode: EncodeFn,
+        executor: Executor,
+        batch_size: int,
+        wait_s: float,
+        max_queue: int,
+        *,
+        tokenize: TokenizeFn | None = None,
+        forward: ForwardFn | None = None,
+    ) -> None:
+        if (tokenize is None) != (forward is None):
+            raise ValueError("tokenize and forward go together")
         self._encode = encode
+        self._tokenize = tokenize
+        self._forward = forward
         self._executor = executor
+        self._tokenizer_executor: ThreadPoolExecutor | None = None
         self._batch_size = batch_size
         self._wait_s = wait_s
         self._max_queue = max_queue
-        self._pending: deque[_Request] = deque()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._untokenized: deque[_Item] = deque()
+        self._ready: deque[_Item] = deque()
+        self._has_untokenized = asyncio.Event()
+        self._has_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self.stats = BatchStats()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="embedding-batcher")
+        self._tasks.append(asyncio.create_task(self._batch_loop(), name="embedding-batcher"))
+        if self._tokenize is not None:
+            self._tokenizer_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-tokenizer")
+            self._tasks.append(asyncio.create_task(self._tokenizer_loop(), name="embedding-tokenizer"))
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        for request in self._pending:
-            if not request.future.done():
-                request.future.cancel()
-        self._pending.clear()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._tokenizer_executor is not None:
+            self._tokenizer_executor.shutdown(wait=False, cancel_futures=True)
+            self._tokenizer_executor = None
+        for item in (*self._untokenized, *self._ready):
+            if not item.request.future.done():
+                item.request.future.cancel()
+        self._untokenized.clear()
+        self._ready.clear()
 
     async def submit(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         if self.stats.queued + len(texts) > self._max_queue:
@@ -69,53 +128,101 @@ class EmbeddingBatcher:
                 retry_after=1,
             )
         loop = asyncio.get_running_loop()
-        request = _Request(texts, loop.create_future(), [None] * len(texts), [0] * len(texts), 0, len(texts))
-        self._pending.append(request)
+        request = _Request(loop.create_future(), [None] * len(texts), [0] * len(texts), len(texts))
+        items = (_Item(request, i, text) for i, text in enumerate(texts))
+        if self._tokenize is None:
+            self._ready.extend(items)
+            self._has_ready.set()
+        else:
+            self._untokenized.extend(items)
+            self._has_untokenized.set()
         self.stats.queued += len(texts)
-        self._wakeup.set()
         return await request.future
 
-    def _take_batch(self) -> list[tuple[_Request, int]]:
-        batch: list[tuple[_Request, int]] = []
-        while self._pending and len(batch) < self._batch_size:
-            request = self._pending[0]
-            if request.future.done():  # the caller went away
-                self._pending.popleft()
-                self.stats.queued -= len(request.texts) - request.next_index
-                continue
-            take = min(self._batch_size - len(batch), len(request.texts) - request.next_index)
-            batch.extend((request, i) for i in range(request.next_index, request.next_index + take))
-            request.next_index += take
-            if request.next_index == len(request.texts):
-                self._pending.popleft()
-        self.stats.queued -= len(batch)
-        return batch
+    def _drop_abandoned(self, items: list[_Item]) -> list[_Item]:
+        """Items whose caller went away (or failed) are not worth the work."""
+        live = [item for item in items if not item.request.future.done()]
+        self.stats.queued -= len(items) - len(live)
+        return live
 
-    async def _loop(self) -> None:
+    # -- tokenizer loop ----------------------------------------------------------------------------
+    async def _tokenizer_loop(self) -> None:
+        assert self._tokenize is not None and self._tokenizer_executor is not None
         loop = asyncio.get_running_loop()
         while True:
-            await self._wakeup.wait()
+            await self._has_untokenized.wait()
+            take = min(len(self._untokenized), self._batch_size * _WINDOW)
+            items = self._drop_abandoned([self._untokenized.popleft() for _ in range(take)])
+            if not self._untokenized:
+                self._has_untokenized.clear()
+            if not items:
+                continue
+            try:
+                ids = await loop.run_in_executor(self._tokenizer_executor, self._tokenize, [i.text for i in items])
+            except Exception as exc:
+                self.stats.queued -= len(items)
+                _fail(items, exc)
+                continue
+            for item, row in zip(items, ids, strict=True):
+                item.ids = row
+            self._ready.extend(items)
+            self._has_ready.set()
+
+    # -- batch loop --------------------------------------------------------------------------------
+    def _take_window(self) -> list[list[_Item]]:
+        """The oldest ready texts, up to `_WINDOW` batches' worth, sorted by length and cut into batches."""
+        take = min(len(self._ready), self._batch_size * _WINDOW)
+        items = self._drop_abandoned([self._ready.popleft() for _ in range(take)])
+        if not self._ready:
+            self._has_ready.clear()
+        items.sort(key=lambda item: item.length)
+        return [items[i : i + self._batch_size] for i in range(0, len(items), self._batch_size)]
+
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._has_ready.wait()
             if self._wait_s and self.stats.queued < self._batch_size:
                 await asyncio.sleep(self._wait_s)
-            batch = self._take_batch()
-            if not self._pending:
-                self._wakeup.clear()
-            if not batch:
-                continue
-            texts = [request.texts[i] for request, i in batch]
-            try:
-                vectors, tokens = await loop.run_in_executor(self._executor, self._encode, texts)
-            except Exception as exc:
-                for request in {request for request, _ in batch}:
-                    if not request.future.done():
-                        request.future.set_exception(exc)
-                continue
-            self.stats.batches += 1
-            self.stats.texts += len(texts)
-            self.stats.max_batch = max(self.stats.max_batch, len(texts))
-            for row, (request, i) in enumerate(batch):
-                request.vectors[i] = vectors[row]
-                request.tokens[i] = tokens[row]
-                request.remaining -= 1
-                if request.remaining == 0 and not request.future.done():
-                    request.future.set_result((np.stack(request.vectors), request.tokens))  # type: ignore[arg-type]
+            for batch in self._take_window():
+                batch = self._drop_abandoned(batch)
+                if not batch:
+                    continue
+                self.stats.queued -= len(batch)
+                try:
+                    vectors, tokens = await loop.run_in_executor(self._executor, self._run, batch)
+                except Exception as exc:
+                    _fail(batch, exc)
+                    continue
+                self._deliver(batch, vectors, tokens)
+
+    def _run(self, batch: list[_Item]) -> tuple[np.ndarray, list[int]]:
+        """On the model's thread: one batch through the model."""
+        if self._forward is None:
+            return self._encode([item.text for item in batch])
+        ids = [item.ids for item in batch]
+        assert all(row is not None for row in ids)
+        tokens = [len(row) for row in ids]  # type: ignore[arg-type]
+        return self._forward(ids), tokens  # type: ignore[arg-type]
+
+    def _deliver(self, batch: list[_Item], vectors: np.ndarray, tokens: list[int]) -> None:
+        self.stats.batches += 1
+        self.stats.texts += len(batch)
+        self.stats.max_batch = max(self.stats.max_batch, len(batch))
+        if self._forward is not None:
+            padded = len(batch) * max(tokens)
+            self.stats.tokens += padded
+            self.stats.padding += padded - sum(tokens)
+        for row, item in enumerate(batch):
+            request = item.request
+            request.vectors[item.index] = vectors[row]
+            request.tokens[item.index] = tokens[row]
+            request.remaining -= 1
+            if request.remaining == 0 and not request.future.done():
+                request.future.set_result((np.stack(request.vectors), request.tokens))  # type: ignore[arg-type]
+
+
+def _fail(items: list[_Item], exc: Exception) -> None:
+    for request in {item.request for item in items}:
+        if not request.future.done():
+            request.future.set_exception(exc)

@@ -11,13 +11,13 @@ from typing import Any, Literal
 import numpy as np
 
 from sop_llm.infra.cache import Cache
-from sop_llm.infra.errors import BadRequestError, ModelNotFoundError
-from sop_llm.infra.model_config import EmbeddingModelConfig, ServiceConfig
+from sop_llm.infra.errors import BadRequestError, ModelNotFoundError, ProviderNotFoundError, UnsupportedFeatureError
+from sop_llm.infra.model_config import ConfigError, EmbeddingModelConfig, ServiceConfig
 from sop_llm.infra.redis_keys import embedding_key
 from sop_llm.infra.settings import Settings
-from sop_llm.providers.base import EmbeddingProvider
-from sop_llm.providers.registry import embedding_provider
-from sop_llm.services.embeddings.batcher import EmbeddingBatcher
+from sop_llm.providers.base import EmbeddingProvider, RerankProvider
+from sop_llm.providers.registry import embedding_provider, rerank_provider
+from sop_llm.services.embeddings.batcher import EmbeddingBatcher, TokenizingEncoder
 from sop_llm.services.local.load_state import LoadState, ModelState
 from sop_llm.services.local.memory_guard import check_memory
 
@@ -39,13 +39,19 @@ class RankedItem:
 
 
 class EmbeddingModel:
-    def __init__(self, name: str, config: EmbeddingModelConfig, provider: EmbeddingProvider) -> None:
+    """An embedding model, or a reranker (kind `rerank`: a cross-encoder, configured and loaded the same way)."""
+
+    def __init__(self, name: str, config: EmbeddingModelConfig, provider: EmbeddingProvider | RerankProvider) -> None:
         self.name = name
         self.config = config
         self.provider = provider
         self.load_state = LoadState(name)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed-{name}")
         self.batcher: EmbeddingBatcher | None = None
+
+    @property
+    def kind(self) -> Literal["embedding", "rerank"]:
+        return "rerank" if isinstance(self.provider, RerankProvider) else "embedding"
 
 
 class EmbeddingManager:
@@ -56,7 +62,13 @@ class EmbeddingManager:
         self._aliases: dict[str, str] = {}
         for name, model_config in config.embeddings.items():
             provider_config = config.providers[model_config.provider]
-            cls = embedding_provider(provider_config.type)
+            try:
+                cls = rerank_provider(provider_config.type) or embedding_provider(
+                    provider_config.type, model_config.backend
+                )
+            except ProviderNotFoundError as exc:
+                where = f"{settings.config_dir / 'embeddings.yaml'}: embeddings.{name}.backend"
+                raise ConfigError(f"{where}: {exc.message}") from exc
             self._models[name] = EmbeddingModel(name, model_config, cls(name, model_config, provider_config))
             self._aliases[name] = name
             for alias in model_config.aliases:
@@ -76,12 +88,17 @@ class EmbeddingManager:
         check_memory(self._settings.llm_memory_threshold)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(model.executor, model.provider.load_blocking)
+        if not isinstance(model.provider, EmbeddingProvider):
+            return  # a reranker has no batcher: the rerank service scores on the model's worker thread
+        split = model.provider if isinstance(model.provider, TokenizingEncoder) else None
         batcher = EmbeddingBatcher(
             model.provider.encode_blocking,
             model.executor,
             batch_size=self._settings.embedding_batch_size,
             wait_s=self._settings.embedding_batch_wait_ms / 1000,
             max_queue=self._settings.embedding_max_queue,
+            tokenize=split.tokenize_blocking if split else None,
+            forward=split.forward_blocking if split else None,
         )
         batcher.start()
         model.batcher = batcher
@@ -126,13 +143,14 @@ class EmbeddingManager:
         for model in self._models.values():
             entry: dict[str, Any] = {
                 "name": model.name,
-                "kind": "embedding",
+                "kind": model.kind,
                 "provider": model.config.provider,
                 "aliases": list(model.config.aliases),
                 **model.load_state.describe(),
             }
             if model.load_state.state is ModelState.READY:
-                entry["dimensions"] = model.provider.dimensions
+                if isinstance(model.provider, EmbeddingProvider):
+                    entry["dimensions"] = model.provider.dimensions
                 entry["max_input_tokens"] = model.provider.max_input_tokens
             if model.batcher is not None:
                 stats = model.batcher.stats
@@ -141,6 +159,8 @@ class EmbeddingManager:
                     "texts": stats.texts,
                     "max_batch": stats.max_batch,
                     "queued": stats.queued,
+                    "tokens": stats.tokens,
+                    "padding": stats.padding,
                 }
             described.append(entry)
         return described
@@ -148,6 +168,12 @@ class EmbeddingManager:
     # -- encoding --------------------------------------------------------------------------------------
     async def embed(self, model_name: str | None, texts: list[str], input_type: InputType | None = None) -> Embeddings:
         model = self.get(model_name)
+        if not isinstance(model.provider, EmbeddingProvider):
+            raise UnsupportedFeatureError(
+                f"'{model.name}' is a reranker (a cross-encoder): it scores documents against a query on /v1/rerank "
+                "and produces no embeddings; name an embedding model",
+                param="model",
+            )
         model.load_state.require_ready()
         if not texts:
             raise BadRequestError("input must contain at least one text", param="input")

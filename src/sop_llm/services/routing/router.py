@@ -22,6 +22,7 @@ from sop_llm.infra.errors import (
     CircuitOpenError,
     ModelNotFoundError,
     PromptTooLongError,
+    ProviderError,
     UnsupportedFeatureError,
 )
 from sop_llm.infra.model_config import ServiceConfig
@@ -157,6 +158,9 @@ class ModelRouter:
             chunks = self._deployments.stream_on(deployment.name, request)
             try:
                 return await anext(chunks), chunks
+            except StopAsyncIteration:
+                await chunks.aclose()  # type: ignore[attr-defined]
+                raise ProviderError(f"'{deployment.name}' ended its stream without sending anything") from None
             except BaseException:
                 await chunks.aclose()  # type: ignore[attr-defined]
                 raise

@@ -1,0 +1,1 @@
+"""Anthropic's Messages API under /v1/messages, translated onto the service's chat generation."""

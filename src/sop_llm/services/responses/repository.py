@@ -1,0 +1,71 @@
+"""ResponseStore: save, read and delete stored responses, each visible only to the caller that created it (another
+caller, admins included, is told it does not exist). Database failures become ServiceUnavailableError (503)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from sop_llm.infra.errors import NotFoundError, ServiceUnavailableError
+from sop_llm.services.responses.model import ResponseRow
+
+
+class ResponseStore:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        try:
+            async with self._sessions() as session, session.begin():
+                yield session
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            raise ServiceUnavailableError(
+                f"the response store is unavailable ({type(exc).__name__}); retry shortly", retry_after=2
+            ) from exc
+
+    async def save(self, body: dict[str, Any], input_items: list[dict[str, Any]], owner: str | None) -> None:
+        """Store a response object (as answered) with the items its model was given."""
+        row = ResponseRow(
+            id=body["id"],
+            owner=owner,
+            model=body["model"],
+            status=body["status"],
+            previous_response_id=body.get("previous_response_id"),
+            input_items=input_items,
+            body=body,
+            created_at=datetime.fromtimestamp(body["created_at"], UTC),
+        )
+        async with self._session() as session:
+            session.add(row)
+
+    async def get(self, response_id: str, owner: str | None, param: str | None = None) -> ResponseRow:
+        async with self._session() as session:
+            row = await session.get(ResponseRow, response_id)
+        if row is None or row.owner != owner:
+            raise NotFoundError(f"no stored response with id '{response_id}'", param=param)
+        return row
+
+    async def delete(self, response_id: str, owner: str | None) -> None:
+        async with self._session() as session:
+            outcome = await session.execute(
+                delete(ResponseRow).where(
+                    ResponseRow.id == response_id,
+                    ResponseRow.owner.is_(None) if owner is None else ResponseRow.owner == owner,
+                )
+            )
+            deleted = bool(outcome.rowcount)  # type: ignore[attr-defined]
+        if not deleted:
+            raise NotFoundError(f"no stored response with id '{response_id}'")
+
+    async def conversation(self, response_id: str, owner: str | None) -> tuple[ResponseRow, list[dict[str, Any]]]:
+        """A stored response and the conversation that continues it: the items its model was given, then the items
+        it answered with."""
+        row = await self.get(response_id, owner, param="previous_response_id")
+        return row, [*row.input_items, *row.body.get("output", [])]

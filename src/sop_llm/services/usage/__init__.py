@@ -1,0 +1,1 @@
+"""Usage per caller, model and day, and token budgets per caller."""
