@@ -42,6 +42,14 @@ class ModelConfig(_Strict):
     load_on_startup: bool = True
     context_length: int = Field(2048, ge=64)
     instances: int = Field(1, ge=1, le=16, description="independent model instances serving requests")
+    scheduler: Literal["serial", "batched"] = Field(
+        "serial",
+        description="llamacpp: serial = each instance serves one request at a time; batched = one context decodes "
+        "up to `parallel` requests together (continuous batching)",
+    )
+    parallel: int = Field(
+        8, ge=1, le=64, description="scheduler batched: sequence slots, each with context_length tokens of KV cache"
+    )
     options: dict[str, Any] = Field(default_factory=dict)
 
 

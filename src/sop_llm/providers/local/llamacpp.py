@@ -10,6 +10,10 @@ previous prompt's cache and evaluate only the part after the common prefix — a
 slightly different logits, so the same temperature-0 request could answer differently depending on what ran on
 the instance before it. With the reset, the same request gives the same answer.
 
+With `scheduler: batched` (models.yaml) one context decodes up to `parallel` requests together instead: see
+`batching/scheduler.py`. There a request reuses the KV cache a free slot holds for the same prompt prefix; greedy
+answers matched the serial ones in the tests, though llama.cpp does not promise it across batch shapes.
+
 A JSON schema becomes a GBNF grammar; one whose grammar would exceed `GRAMMAR_MAX_CHARS` (large `minItems` or
 `maxLength` are spelled out as repetitions) is constrained to JSON syntax only, and the JSON pipeline checks the
 schema afterwards.
@@ -36,6 +40,9 @@ from sop_llm.infra.errors import (
     UnsupportedFeatureError,
 )
 from sop_llm.providers.base import GenerationProvider
+from sop_llm.providers.local.batching.sampling import SamplingParams
+from sop_llm.providers.local.batching.slots import Job
+from sop_llm.providers.local.batching.stats import SchedulerSnapshot
 from sop_llm.providers.local.embedded import resolve_model_path
 from sop_llm.providers.local.threaded import Counters, ThreadStream
 from sop_llm.providers.local.tools import parse_tool_call, plain_history, plan_tools
@@ -55,7 +62,10 @@ if TYPE_CHECKING:
     from llama_cpp import Llama
     from llama_cpp.llama_grammar import LlamaGrammar
 
+    from sop_llm.providers.local.batching.scheduler import BatchScheduler
+
 GRAMMAR_MAX_CHARS = 100_000
+BATCHED_SPARE_CTX = 256  # the context of the instance that only lends its weights and tokenizer to the scheduler
 
 
 @register_provider("llamacpp")
@@ -80,6 +90,7 @@ class LlamaCppProvider(GenerationProvider):
         self._executor: ThreadPoolExecutor | None = None
         self._formatter: Any = None
         self._eos_text = ""
+        self._scheduler: BatchScheduler | None = None
         self.counters = Counters()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -88,13 +99,40 @@ class LlamaCppProvider(GenerationProvider):
         count = self.model_config.instances
         self._executor = ThreadPoolExecutor(max_workers=count, thread_name_prefix=f"llama-{self.name}")
         loop = asyncio.get_running_loop()
-        for _ in range(count):
-            instance = await loop.run_in_executor(self._executor, self._load_instance, path)
+        if self.model_config.scheduler == "batched":
+            # The instance gives the weights, the tokenizer and the chat template; the scheduler's own context
+            # holds the KV cache of every slot, so the instance's context is kept minimal and never decodes.
+            instance = await loop.run_in_executor(self._executor, self._load_instance, path, BATCHED_SPARE_CTX)
             self._instances.append(instance)
-            self._pool.put_nowait(instance)
+            self._scheduler = await loop.run_in_executor(self._executor, self._start_scheduler, instance)
+        else:
+            for _ in range(count):
+                instance = await loop.run_in_executor(
+                    self._executor, self._load_instance, path, self.model_config.context_length
+                )
+                self._instances.append(instance)
+                self._pool.put_nowait(instance)
         self._formatter, self._eos_text = self._chat_formatter(self._instances[0])
 
-    def _load_instance(self, path: str) -> Llama:
+    def _threads(self) -> int:
+        return int(self.model_config.options.get("n_threads") or os.cpu_count() or 1)
+
+    def _start_scheduler(self, instance: Llama) -> BatchScheduler:
+        from sop_llm.providers.local.batching.scheduler import BatchScheduler, ContextShape
+
+        shape = ContextShape(
+            parallel=self.model_config.parallel,
+            context_per_slot=self.model_config.context_length,
+            n_batch=int(self.model_config.options.get("n_batch", 512)),
+            threads=self._threads(),
+        )
+
+        def tokenize(text: str) -> list[int]:
+            return instance.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+        return BatchScheduler(instance.model, shape, tokenize, self.counters, self.name)
+
+    def _load_instance(self, path: str, n_ctx: int) -> Llama:
         from llama_cpp import Llama
 
         if not os.path.isfile(path):
@@ -103,11 +141,11 @@ class LlamaCppProvider(GenerationProvider):
                 "or an embedded: model"
             )
         options = self.model_config.options
-        threads = int(options.get("n_threads") or os.cpu_count() or 1)
+        threads = self._threads()
         try:
             return Llama(
                 model_path=path,
-                n_ctx=self.model_config.context_length,
+                n_ctx=n_ctx,
                 # Prompt evaluation uses n_threads_batch, which llama-cpp-python would otherwise set to every core:
                 # several processes on one machine then spin against each other in OpenMP barriers.
                 n_threads=threads,
@@ -129,6 +167,9 @@ class LlamaCppProvider(GenerationProvider):
         return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos), eos
 
     async def aclose(self) -> None:
+        if self._scheduler is not None:
+            await asyncio.to_thread(self._scheduler.close)
+            self._scheduler = None
         while not self._pool.empty():
             self._pool.get_nowait()
         for instance in self._instances:
@@ -142,7 +183,21 @@ class LlamaCppProvider(GenerationProvider):
         return Health(ok=bool(self._instances), detail=f"{len(self._instances)} instance(s) loaded")
 
     def stats(self) -> dict[str, int]:
-        return self.counters.snapshot(idle_instances=self._pool.qsize())
+        if self._scheduler is None:
+            return self.counters.snapshot(idle_instances=self._pool.qsize())
+        s = self._scheduler.snapshot()
+        return self.counters.snapshot(
+            idle_slots=s.slots - s.running,
+            running_sequences=s.running,
+            kv_cells_used=s.kv_cells_used,
+            prompt_tokens_evaluated=s.prompt_tokens_evaluated,
+            prompt_tokens_reused=s.prompt_tokens_reused,
+            slots_freed_by_cancel=s.slots_freed_by_cancel,
+        )
+
+    def scheduler_snapshot(self) -> SchedulerSnapshot | None:
+        """The batched scheduler's state for the metrics, or None for the serial one."""
+        return self._scheduler.snapshot() if self._scheduler is not None else None
 
     # -- generation ------------------------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> Completion:
@@ -184,6 +239,13 @@ class LlamaCppProvider(GenerationProvider):
             raise ProviderInitializationError(f"model '{self.name}' is not loaded")
         prompt, stop = self._render(request)
         grammar, constraint = self._grammar(request)
+        if self._scheduler is not None:
+            async with aclosing(
+                self._run_batched(self._scheduler, prompt, stop, grammar, constraint, request, per_token)
+            ) as batched:
+                async for chunk in batched:
+                    yield chunk
+            return
         llama = await self._pool.get()
         produce = self._producer(llama, prompt, stop, grammar, request, per_token, constraint)
         stream = ThreadStream(self._executor, produce, lambda: self._pool.put_nowait(llama))
@@ -192,6 +254,36 @@ class LlamaCppProvider(GenerationProvider):
         async with aclosing(cast(AsyncGenerator[Chunk, None], aiter(stream))) as chunks:
             async for chunk in chunks:
                 yield chunk
+
+    def _run_batched(
+        self,
+        scheduler: BatchScheduler,
+        prompt: str,
+        stop: list[str],
+        grammar: LlamaGrammar | None,
+        constraint: Constraint | None,
+        request: GenerationRequest,
+        per_token: bool,
+    ) -> AsyncGenerator[Chunk, None]:
+        tokens = self._instances[0].tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        n_ctx = self.model_config.context_length
+        self._check_length(tokens, n_ctx)
+        sampling = SamplingParams(
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            grammar=(grammar._grammar, grammar._root) if grammar is not None else None,
+        )
+        max_tokens = min(request.max_tokens, n_ctx - len(tokens))
+        return scheduler.run(lambda emit: Job(tokens, max_tokens, stop, sampling, per_token, constraint, emit))
+
+    def _check_length(self, tokens: list[int], n_ctx: int) -> None:
+        if len(tokens) >= n_ctx:
+            raise ContextLengthExceededError(
+                f"the prompt is {len(tokens)} tokens; model '{self.name}' has a context of {n_ctx} "
+                "tokens. Shorten the prompt",
+                param="messages",
+            )
 
     def _render(self, request: GenerationRequest) -> tuple[str, list[str]]:
         if request.prompt is not None:
@@ -258,12 +350,7 @@ class LlamaCppProvider(GenerationProvider):
 
             tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
             n_ctx = llama.n_ctx()
-            if len(tokens) >= n_ctx:
-                raise ContextLengthExceededError(
-                    f"the prompt is {len(tokens)} tokens; model '{self.name}' has a context of {n_ctx} "
-                    "tokens. Shorten the prompt",
-                    param="messages",
-                )
+            self._check_length(tokens, n_ctx)
             max_tokens = min(request.max_tokens, n_ctx - len(tokens))
             counters.add(generations=1)
             llama.reset()  # type: ignore[no-untyped-call]  # evaluate the whole prompt: see the module docstring

@@ -1,5 +1,8 @@
 """Local model lifecycle and admission: background loading, per-model semaphore and wait-queue
-cap, memory guard, timeouts and cancellation around a provider's stream."""
+cap, memory guard, timeouts and cancellation around a provider's stream.
+
+A model on the batched scheduler (models.yaml `scheduler: batched`) admits as many generations as it has slots
+(`parallel`), each with its own share of the KV cache; others wait under the same queue bound and timeout."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sop_llm.infra.errors import GenerationTimeoutError, ModelNotFoundError, OverloadedError
 from sop_llm.infra.settings import Settings
@@ -15,6 +18,9 @@ from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.types import Chunk, Completion, GenerationRequest
 from sop_llm.services.local.load_state import LoadState, ModelState
 from sop_llm.services.local.memory_guard import check_memory
+
+if TYPE_CHECKING:
+    from sop_llm.providers.local.batching.stats import SchedulerSnapshot
 
 
 @dataclass
@@ -31,17 +37,21 @@ class Admission:
 class LocalModel:
     provider: GenerationProvider
     load_state: LoadState
+    permits: int
     semaphore: asyncio.Semaphore
     admission: Admission = field(default_factory=Admission)
+
+    @classmethod
+    def create(cls, name: str, provider: GenerationProvider, settings: Settings) -> LocalModel:
+        config = provider.model_config
+        permits = config.parallel if config.scheduler == "batched" else settings.llm_max_concurrent_requests
+        return cls(provider, LoadState(name), permits, asyncio.Semaphore(permits))
 
 
 class LocalModels:
     def __init__(self, settings: Settings, providers: dict[str, GenerationProvider]) -> None:
         self._settings = settings
-        self._models = {
-            name: LocalModel(provider, LoadState(name), asyncio.Semaphore(settings.llm_max_concurrent_requests))
-            for name, provider in providers.items()
-        }
+        self._models = {name: LocalModel.create(name, provider, settings) for name, provider in providers.items()}
 
     def start(self) -> None:
         for name, model in self._models.items():
@@ -71,7 +81,7 @@ class LocalModels:
         model = self._get(name)
         await model.load_state.cancel_load()
         model.load_state.state = ModelState.UNLOADED
-        permits = self._settings.llm_max_concurrent_requests
+        permits = model.permits
         for _ in range(permits):
             await model.semaphore.acquire()
         try:
@@ -92,6 +102,17 @@ class LocalModels:
 
     def state(self, name: str) -> ModelState:
         return self._get(name).load_state.state
+
+    def scheduler_snapshots(self) -> dict[str, SchedulerSnapshot]:
+        """The batched schedulers' state, by model (models on the serial scheduler have none)."""
+        snapshots = {}
+        for name, model in self._models.items():
+            read = getattr(model.provider, "scheduler_snapshot", None)
+            snapshot = read() if read is not None else None
+            if snapshot is not None:
+                snapshot.waiting += model.admission.waiting  # queued for a slot here, plus inside the scheduler
+                snapshots[name] = snapshot
+        return snapshots
 
     def describe(self, name: str) -> dict[str, Any]:
         model = self._get(name)
@@ -118,7 +139,7 @@ class LocalModels:
         if model.semaphore.locked() and a.waiting >= self._settings.llm_max_queued_requests:
             raise OverloadedError(
                 f"model '{name}' is busy: {a.active} running and {a.waiting} waiting "
-                f"(LLM_MAX_CONCURRENT_REQUESTS={self._settings.llm_max_concurrent_requests}, "
+                f"({self._limit_name(model)}={model.permits}, "
                 f"LLM_MAX_QUEUED_REQUESTS={self._settings.llm_max_queued_requests}); retry shortly",
                 retry_after=1,
             )
@@ -129,7 +150,7 @@ class LocalModels:
         except TimeoutError:
             raise OverloadedError(
                 f"model '{name}' is busy: waited LLM_QUEUE_TIMEOUT={self._settings.llm_queue_timeout:g} s for one "
-                f"of its {self._settings.llm_max_concurrent_requests} generation slots; retry later",
+                f"of its {model.permits} generation slots; retry later",
                 retry_after=self._settings.llm_queue_timeout,
             ) from None
         finally:
@@ -185,6 +206,12 @@ class LocalModels:
                 await admission.__aexit__(None, None, None)
             else:
                 await admission.__aexit__(type(error), error, error.__traceback__)
+
+    @staticmethod
+    def _limit_name(model: LocalModel) -> str:
+        if model.provider.model_config.scheduler == "batched":
+            return "parallel in models.yaml"
+        return "LLM_MAX_CONCURRENT_REQUESTS"
 
     def _timeout(self, name: str) -> GenerationTimeoutError:
         return GenerationTimeoutError(

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import psutil
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sop_llm.infra.cache import Cache
@@ -93,12 +93,44 @@ class Monitor(Collector):
             for state in ("unloaded", "loading", "ready", "failed"):
                 models.add_metric([name, state], 1.0 if current == state else 0.0)
         yield models
+        yield from self._scheduler_metrics()
         tasks = GaugeMetricFamily("sop_llm_tasks", "Tasks by status", labels=["status"])
         for status, count in self.task_counts.items():
             tasks.add_metric([status], count)
         yield tasks
         yield GaugeMetricFamily("sop_llm_task_queue_depth", "Tasks waiting to run", value=self.task_counts["pending"])
         yield GaugeMetricFamily("sop_llm_memory_rss_bytes", "Resident memory", value=self._process.memory_info().rss)
+
+    def _scheduler_metrics(self) -> Iterator[Metric]:
+        """Models on the batched llama.cpp scheduler: sequences, KV cache use and sequences per decode step."""
+        gauges = {
+            key: GaugeMetricFamily(f"sop_llm_scheduler_{key}", text, labels=["model"])
+            for key, text in (
+                ("running", "Sequences decoding"),
+                ("waiting", "Requests waiting for a free slot"),
+                ("kv_cells_used", "KV cache cells held (running sequences and cached prefixes)"),
+                ("kv_cells_total", "KV cache cells of the context"),
+            )
+        }
+        prompt = CounterMetricFamily(
+            "sop_llm_scheduler_prompt_tokens",
+            "Prompt tokens evaluated or reused from a cached prefix",
+            labels=["model", "source"],
+        )
+        batches = HistogramMetricFamily(
+            "sop_llm_scheduler_batch_sequences", "Sequences decoded together per step", labels=["model"]
+        )
+        for name, snap in self._local.scheduler_snapshots().items():
+            for key, family in gauges.items():
+                family.add_metric([name], getattr(snap, key))
+            prompt.add_metric([name, "evaluated"], snap.prompt_tokens_evaluated)
+            prompt.add_metric([name, "reused"], snap.prompt_tokens_reused)
+            cumulative, buckets = 0, []
+            for bound, count in zip((*map(str, snap.batch_size_buckets), "+Inf"), snap.batch_size_counts, strict=True):
+                cumulative += count
+                buckets.append((bound, float(cumulative)))
+            batches.add_metric([name], buckets, float(snap.batch_size_sum))
+        yield from (*gauges.values(), prompt, batches)
 
     def snapshot(self) -> dict[str, Any]:
         """The WebSocket message: see README "Monitoring" for the schema."""

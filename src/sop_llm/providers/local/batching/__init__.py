@@ -1,0 +1,1 @@
+"""Continuous batching for llama.cpp: one context, `parallel` sequence slots, one `llama_decode` per step."""

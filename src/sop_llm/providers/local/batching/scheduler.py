@@ -1,0 +1,335 @@
+"""The decode loop: one llama context with `parallel` sequence slots, driven by a single thread.
+
+At every step the thread admits waiting requests into free slots, drops cancelled ones (freeing their KV cells),
+then builds one batch holding the next token of every generating sequence plus as much of the newly admitted
+prompts as fits in `n_batch` (a long prompt is fed in chunks over several steps, so running streams keep getting
+tokens), calls `llama_decode` once and samples each sequence with its own sampler chain.
+
+Admission control (how many may wait, for how long) is the caller's: the scheduler holds a request that finds every
+slot busy until one frees, which only happens for the instant between a slot's release and its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import ctypes
+import threading
+from collections import deque
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import llama_cpp
+from loguru import logger
+
+from sop_llm.infra.errors import ProviderError, ProviderInitializationError
+from sop_llm.providers.local.batching.sampling import build_sampler, free_sampler
+from sop_llm.providers.local.batching.slots import Emit, Job, Slot, common_prefix
+from sop_llm.providers.local.batching.stats import BATCH_SIZE_BUCKETS, SchedulerSnapshot
+from sop_llm.providers.local.threaded import Counters
+from sop_llm.providers.types import Chunk, FinishReason, Usage
+
+
+@dataclass(frozen=True)
+class ContextShape:
+    parallel: int
+    context_per_slot: int
+    n_batch: int
+    threads: int
+
+
+class BatchScheduler:
+    def __init__(
+        self,
+        model: Any,
+        shape: ContextShape,
+        tokenize: Callable[[str], list[int]],
+        counters: Counters,
+        name: str,
+    ) -> None:
+        self._shape = shape
+        self._tokenize = tokenize
+        self._counters = counters
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = shape.parallel * shape.context_per_slot
+        params.n_batch = shape.n_batch
+        params.n_ubatch = min(shape.n_batch, 512)
+        params.n_seq_max = shape.parallel
+        params.n_threads = params.n_threads_batch = shape.threads
+        # As llama-cpp-python's Llama (the serial path) sets it: the same kernels give the same greedy answers.
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        # A KV stream per slot: each holds exactly context_per_slot cells, and a step's attention for a sequence
+        # spans its own cells only, not the cached prefixes of every other slot.
+        params.kv_unified = False
+        self._ctx = llama_cpp.llama_init_from_model(model, params)
+        if not self._ctx:
+            raise ProviderInitializationError(f"llama.cpp could not create the batched context for '{name}'")
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(shape.n_batch, 0, 1)
+        self._slots = [Slot(i) for i in range(shape.parallel)]
+        self._pending: deque[Job] = deque()
+        self._wake = threading.Condition()
+        self._closed = False
+        self._clock = 0
+        self._steps = 0
+        self._evaluated = 0
+        self._reused = 0
+        self._freed_by_cancel = 0
+        self._batch_counts = [0] * (len(BATCH_SIZE_BUCKETS) + 1)
+        self._batch_sum = 0
+        self._thread = threading.Thread(target=self._loop, name=f"llama-batch-{name}", daemon=True)
+        self._thread.start()
+
+    # -- event-loop side -------------------------------------------------------------------------------
+    async def run(self, make_job: Callable[[Emit], Job]) -> AsyncGenerator[Chunk, None]:
+        """Submit a request and yield its chunks. Closing the iterator cancels the request and waits until the
+        decode thread has released its slot."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue()
+        released = loop.create_future()
+
+        def emit(item: Chunk | BaseException | None) -> None:
+            def deliver() -> None:
+                if item is None and not released.done():
+                    released.set_result(None)
+                queue.put_nowait(item)
+
+            try:
+                loop.call_soon_threadsafe(deliver)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                job.cancel.set()
+
+        job = make_job(emit)
+        with self._wake:
+            if self._closed:
+                raise ProviderError("the model is being unloaded; retry")
+            self._pending.append(job)
+            self._wake.notify()
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            job.cancel.set()
+            with self._wake:
+                self._wake.notify()
+            if not released.done():
+                await asyncio.wait([released])
+
+    def snapshot(self) -> SchedulerSnapshot:
+        running = [s for s in self._slots if s.job is not None]
+        return SchedulerSnapshot(
+            slots=len(self._slots),
+            running=len(running),
+            waiting=len(self._pending),
+            kv_cells_used=sum(len(s.cached) for s in self._slots),
+            kv_cells_total=self._shape.parallel * self._shape.context_per_slot,
+            steps=self._steps,
+            prompt_tokens_evaluated=self._evaluated,
+            prompt_tokens_reused=self._reused,
+            slots_freed_by_cancel=self._freed_by_cancel,
+            batch_size_counts=list(self._batch_counts),
+            batch_size_sum=self._batch_sum,
+        )
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join()
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self._ctx)
+
+    # -- decode thread ---------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closed and not self._pending and not self._running():
+                    self._wake.wait()
+                if self._closed:
+                    break
+                admitted = self._take_pending()
+            try:
+                for job, slot in admitted:
+                    self._admit(job, slot)
+                self._drop_cancelled()
+                if self._running():
+                    self._step()
+            except Exception as exc:  # a failed step must not stop the thread every request depends on
+                logger.exception("batched scheduler step failed")
+                self._fail_all(f"llama.cpp generation failed: {exc}")
+        self._fail_all("the model was unloaded while this request was running; retry")
+        with self._wake:
+            for job in self._pending:
+                job.emit(ProviderError("the model was unloaded before this request could run; retry"))
+                job.emit(None)
+            self._pending.clear()
+
+    def _running(self) -> list[Slot]:
+        return [s for s in self._slots if s.job is not None]
+
+    def _take_pending(self) -> list[tuple[Job, Slot]]:
+        """Pair waiting requests with free slots: the slot whose cached tokens share the longest prefix with the
+        prompt, else the one used longest ago (keeping recent conversations' caches for their next turn)."""
+        for job in [j for j in self._pending if j.cancel.is_set()]:
+            self._pending.remove(job)
+            job.emit(None)
+        free = [s for s in self._slots if s.job is None]
+        paired: list[tuple[Job, Slot]] = []
+        while self._pending and free:
+            job = self._pending.popleft()
+            slot = max(free, key=lambda s: (common_prefix(s.cached, job.prompt), -s.last_used))
+            free.remove(slot)
+            slot.job = job  # reserved; started in _admit outside the lock
+            paired.append((job, slot))
+        return paired
+
+    def _admit(self, job: Job, slot: Slot) -> None:
+        try:
+            sampler = build_sampler(self._vocab, self._n_vocab, job.sampling)
+        except ValueError as exc:
+            slot.job = None
+            job.emit(ProviderError(f"the request's sampler could not be built: {exc}"))
+            job.emit(None)
+            return
+        # Keep at least one prompt token to evaluate: its logits give the first generated token.
+        reused = min(common_prefix(slot.cached, job.prompt), len(job.prompt) - 1)
+        if not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reused, -1):
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            reused = 0
+        slot.start(job, sampler, reused)
+        self._reused += reused
+        self._counters.add(generations=1)
+
+    def _drop_cancelled(self) -> None:
+        for slot in self._running():
+            assert slot.job is not None
+            if slot.job.cancel.is_set():
+                self._freed_by_cancel += 1
+                self._counters.add(cancelled=1)
+                self._release(slot, clear=True)
+
+    def _release(self, slot: Slot, clear: bool) -> None:
+        job = slot.job
+        if clear:
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            slot.cached.clear()
+        if slot.sampler is not None:
+            free_sampler(slot.sampler)
+            slot.sampler = None
+        slot.job = None
+        self._clock += 1
+        slot.last_used = self._clock
+        if job is not None:
+            job.emit(None)
+
+    def _add(self, i: int, token: int, slot: Slot, logits: bool) -> None:
+        batch = self._batch
+        batch.token[i] = token
+        batch.pos[i] = len(slot.cached)
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = slot.seq_id
+        batch.logits[i] = logits
+        slot.cached.append(token)
+
+    def _step(self) -> None:
+        rows: list[tuple[Slot, int]] = []
+        n = 0
+        running = self._running()
+        in_batch: set[int] = set()
+        for slot in running:
+            if slot.next_token is not None:
+                self._add(n, slot.next_token, slot, True)
+                rows.append((slot, n))
+                in_batch.add(slot.seq_id)
+                slot.next_token = None
+                n += 1
+        for slot in running:
+            if not slot.prefilling or n >= self._shape.n_batch:
+                continue
+            assert slot.job is not None
+            prompt = slot.job.prompt
+            take = min(len(prompt) - slot.fed, self._shape.n_batch - n)
+            in_batch.add(slot.seq_id)
+            for token in prompt[slot.fed : slot.fed + take]:
+                slot.fed += 1
+                last = slot.fed == len(prompt)
+                self._add(n, token, slot, last)
+                if last:
+                    rows.append((slot, n))
+                n += 1
+            self._evaluated += take
+        self._batch.n_tokens = n
+        self._batch_counts[bisect.bisect_left(BATCH_SIZE_BUCKETS, len(in_batch))] += 1
+        self._batch_sum += len(in_batch)
+        self._steps += 1
+        status = llama_cpp.llama_decode(self._ctx, self._batch)
+        if status == 1 and self._evict_idle_caches():  # no room for the batch: drop free slots' cached prefixes
+            status = llama_cpp.llama_decode(self._ctx, self._batch)
+        if status != 0:
+            self._fail_all(f"llama.cpp could not decode the batch (status {status}); retry")
+            return
+        for slot, row in rows:
+            token = llama_cpp.llama_sampler_sample(slot.sampler, self._ctx, row)
+            self._on_token(slot, token)
+
+    def _evict_idle_caches(self) -> bool:
+        idle = [s for s in self._slots if s.job is None and s.cached]
+        for slot in idle:
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            slot.cached.clear()
+        return bool(idle)
+
+    def _fail_all(self, message: str) -> None:
+        for slot in self._running():
+            assert slot.job is not None
+            slot.job.emit(ProviderError(message))  # one exception object per request: each is raised in its own task
+            self._release(slot, clear=True)
+
+    def _on_token(self, slot: Slot, token: int) -> None:
+        job = slot.job
+        assert job is not None
+        slot.generated += 1
+        self._counters.add(tokens_generated=1)
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            self._finish(slot, "stop", slot.text.flush())
+            return
+        out, stopped = slot.text.feed(self._piece(token))
+        if stopped:
+            self._finish(slot, "stop", out)
+        elif slot.generated >= job.max_tokens:
+            self._finish(slot, "length", out + slot.text.flush())
+        else:
+            if out and job.per_token:
+                job.emit(Chunk(text=out))
+            slot.next_token = token
+
+    def _finish(self, slot: Slot, reason: FinishReason, tail: str) -> None:
+        job = slot.job
+        assert job is not None
+        text = slot.text.text
+        completion_tokens = job.max_tokens if reason == "length" else len(self._tokenize(text))
+        usage = Usage(len(job.prompt), completion_tokens)
+        if job.per_token:
+            if tail:
+                job.emit(Chunk(text=tail))
+            final = Chunk(finish_reason=reason, usage=usage, constraint=job.constraint)
+        else:
+            final = Chunk(text=text, finish_reason=reason, usage=usage, constraint=job.constraint)
+        job.emit(final)
+        self._release(slot, clear=False)
+
+    def _piece(self, token: int) -> bytes:
+        buffer = (ctypes.c_char * 64)()
+        size = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        if size < 0:
+            buffer = (ctypes.c_char * -size)()
+            size = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        return buffer.raw[:size]

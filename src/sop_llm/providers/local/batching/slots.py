@@ -1,0 +1,105 @@
+"""A sequence slot of the batched context, the request it is serving, and the stop-string filter of its text.
+
+A slot owns one llama.cpp sequence id. `cached` lists the tokens whose KV cells the sequence holds: after a request
+finishes they stay, so the next request whose prompt starts the same way (the next turn of a chat) evaluates only
+the rest. A cancelled request's cells are removed at once.
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sop_llm.providers.local.batching.sampling import SamplingParams
+from sop_llm.providers.types import Chunk, Constraint
+
+Emit = Callable[[Chunk | BaseException | None], None]
+
+
+@dataclass(eq=False)
+class Job:
+    """One request as the decode thread sees it. `emit` is thread-safe: a Chunk, an exception, or None once the
+    request has left its slot (its KV cells and sampler are released)."""
+
+    prompt: list[int]
+    max_tokens: int
+    stop: list[str]
+    sampling: SamplingParams
+    per_token: bool
+    constraint: Constraint | None
+    emit: Emit
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class StopText:
+    """The generated text, released only once it cannot be the start of a stop string; cut at the first stop."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._decoder = codecs.getincrementaldecoder("utf-8")("ignore")
+        self.text = ""
+        self._sent = 0
+
+    def feed(self, piece: bytes) -> tuple[str, bool]:
+        """The text that can be sent now, and whether a stop string ended the answer."""
+        self.text += self._decoder.decode(piece)
+        hits = [i for i in (self.text.find(s, self._sent) for s in self._stops) if i >= 0]
+        if hits:
+            self.text = self.text[: min(hits)]
+            return self.flush(), True
+        held = max((_overlap(self.text, s) for s in self._stops), default=0)
+        safe = len(self.text) - held
+        out = self.text[self._sent : safe] if safe > self._sent else ""
+        self._sent = max(self._sent, safe)
+        return out, False
+
+    def flush(self) -> str:
+        out = self.text[self._sent :]
+        self._sent = len(self.text)
+        return out
+
+
+def _overlap(text: str, stop: str) -> int:
+    """The length of the longest end of `text` that is a proper start of `stop`."""
+    for n in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:n]):
+            return n
+    return 0
+
+
+class Slot:
+    def __init__(self, seq_id: int) -> None:
+        self.seq_id = seq_id
+        self.cached: list[int] = []
+        self.last_used = 0
+        self.job: Job | None = None
+        self.sampler: Any = None
+        self.fed = 0  # prompt tokens already in the KV cache
+        self.next_token: int | None = None  # sampled, to be decoded at the next step
+        self.generated = 0
+        self.text = StopText([])
+
+    @property
+    def prefilling(self) -> bool:
+        return self.job is not None and self.fed < len(self.job.prompt)
+
+    def start(self, job: Job, sampler: Any, reused: int) -> None:
+        self.job = job
+        self.sampler = sampler
+        del self.cached[reused:]
+        self.fed = reused
+        self.next_token = None
+        self.generated = 0
+        self.text = StopText(job.stop)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

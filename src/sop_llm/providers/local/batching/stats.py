@@ -1,0 +1,24 @@
+"""What the batched scheduler reports: a snapshot read by `stats()` and the Prometheus collector."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Sequences decoded together in one llama_decode call.
+BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+
+
+@dataclass
+class SchedulerSnapshot:
+    slots: int
+    running: int
+    waiting: int
+    kv_cells_used: int
+    kv_cells_total: int
+    steps: int
+    prompt_tokens_evaluated: int
+    prompt_tokens_reused: int
+    slots_freed_by_cancel: int
+    batch_size_buckets: tuple[int, ...] = BATCH_SIZE_BUCKETS
+    batch_size_counts: list[int] = field(default_factory=list)  # per bucket, not cumulative; the last is +Inf
+    batch_size_sum: int = 0

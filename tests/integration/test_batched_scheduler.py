@@ -1,0 +1,278 @@
+"""The llama.cpp batched scheduler (models.yaml `scheduler: batched`) through a live server and the OpenAI SDK:
+concurrent requests with different settings, greedy answers alone and inside a busy batch, cancellation freeing
+a slot, and prefix reuse across the turns of a chat. Evidence comes from the replies and the scheduler's counters
+in GET /api/v1/models, not from timing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+from openai import AsyncOpenAI
+
+from tests.live_server import LiveServer, make_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.api]
+
+MODEL = "smollm2-135m"
+PARALLEL = 8
+QUEUED = 8
+COUNTING = "1, 2, 3, 4, 5,"
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def batched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    folder: Path = tmp_path_factory.mktemp("batched-config")
+    shutil.copy("config/providers.yaml", folder / "providers.yaml")
+    (folder / "embeddings.yaml").write_text("embeddings: {}\n")
+    (folder / "models.yaml").write_text(
+        f"""
+models:
+  {MODEL}:
+    provider: llamacpp
+    model: embedded:smollm2-135m-instruct
+    context_length: 1024
+    scheduler: batched
+    parallel: {PARALLEL}
+    options: {{n_threads: 1}}  # one thread: no OpenMP barriers spinning on a busy machine
+"""
+    )
+    live = LiveServer(
+        make_settings(CONFIG_DIR=str(folder), LLM_MAX_QUEUED_REQUESTS=QUEUED, LLM_MAX_PROMPT_CHARS=8000)
+    ).start()
+    yield live
+    live.stop()
+
+
+def _client(server: LiveServer) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def _wait_idle(server: LiveServer) -> dict:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        stats = server.model_stats(MODEL)
+        if stats["active"] == 0 and stats["running_sequences"] == 0:
+            return stats
+        time.sleep(0.05)
+    raise AssertionError(f"the scheduler never became idle: {stats}")
+
+
+async def test_eight_concurrent_requests_with_different_settings_all_complete_correctly(batched: LiveServer) -> None:
+    _wait_idle(batched)
+    client = _client(batched)
+    chat = [{"role": "user", "content": "Describe the sea in a few words."}]
+
+    async def streamed(max_tokens: int) -> tuple[str, str | None, int]:
+        stream = await client.completions.create(
+            model=MODEL,
+            prompt=COUNTING,
+            max_tokens=max_tokens,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        text, finish, completion_tokens = "", None, -1
+        async for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].text
+                finish = chunk.choices[0].finish_reason or finish
+            if chunk.usage is not None:
+                completion_tokens = chunk.usage.completion_tokens
+        return text, finish, completion_tokens
+
+    results = await asyncio.gather(
+        client.chat.completions.create(model=MODEL, messages=chat, max_tokens=12, temperature=0),  # type: ignore[arg-type]
+        client.completions.create(model=MODEL, prompt=COUNTING, max_tokens=40, temperature=0, stop=[" 9,"]),
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Give a person's name and age."}],
+            max_tokens=60,
+            temperature=0,
+            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}},
+        ),
+        client.chat.completions.create(
+            model=MODEL,
+            messages=chat,
+            max_tokens=20,
+            temperature=0.9,
+            top_p=0.9,
+            seed=7,  # type: ignore[arg-type]
+        ),
+        client.chat.completions.create(
+            model=MODEL,
+            messages=chat,
+            max_tokens=30,
+            temperature=1.3,
+            seed=3,
+            stop=["."],  # type: ignore[arg-type]
+        ),
+        client.completions.create(model=MODEL, prompt=COUNTING, max_tokens=25, temperature=0.7, seed=11),
+        streamed(30),
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+            max_tokens=60,
+            temperature=0,
+            tools=[
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"city": {"type": "string"}},
+                            "required": ["city"],
+                        },
+                    },
+                }
+            ],
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        ),
+    )
+    short, stopped, person, warm, hot, sampled, (text, finish, streamed_tokens), tool = results
+
+    assert short.choices[0].finish_reason == "length"
+    assert short.usage is not None and short.usage.completion_tokens == 12
+    assert short.choices[0].message.content
+
+    assert stopped.choices[0].finish_reason == "stop"
+    assert stopped.choices[0].text.startswith(" 6, 7, 8"), stopped.choices[0].text
+    assert " 9," not in stopped.choices[0].text
+
+    jsonschema.validate(json.loads(person.choices[0].message.content or ""), SCHEMA)
+
+    for reply in (warm, hot):
+        assert reply.choices[0].finish_reason in ("stop", "length")
+        assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 30
+    assert warm.usage is not None and warm.usage.completion_tokens <= 20
+    assert "." not in (hot.choices[0].message.content or "")
+
+    assert sampled.usage is not None and sampled.usage.completion_tokens == 25
+    assert sampled.choices[0].finish_reason == "length"
+
+    assert finish == "length" and streamed_tokens == 30
+    assert text.startswith(" 6, 7, 8"), text
+
+    assert tool.choices[0].finish_reason == "tool_calls"
+    calls = tool.choices[0].message.tool_calls or []
+    assert calls and calls[0].function.name == "get_weather"  # type: ignore[union-attr]
+    assert "city" in json.loads(calls[0].function.arguments)  # type: ignore[union-attr]
+
+    metrics = httpx.get(f"{batched.url}/metrics").text
+    several = [line for line in metrics.splitlines() if line.startswith("sop_llm_scheduler_batch_sequences_bucket")]
+    assert several, "the batch-size histogram is missing"
+    one = next(line for line in several if 'le="1"' in line or 'le="1.0"' in line)
+    total = next(line for line in several if 'le="+Inf"' in line)
+    assert float(total.split()[-1]) > float(one.split()[-1])  # some steps decoded several sequences at once
+
+
+async def test_temperature_zero_answer_is_the_same_alone_and_inside_a_busy_batch(batched: LiveServer) -> None:
+    """The same greedy request asked alone and while seven streams are decoding (its prompt partly reused from
+    the slot the first ask left behind) gives the same answer."""
+    _wait_idle(batched)
+    client = _client(batched)
+    question = {"model": MODEL, "max_tokens": 24, "temperature": 0}
+    messages = [{"role": "user", "content": "What colour is the sky?"}]
+    alone = await client.chat.completions.create(messages=messages, **question)  # type: ignore[call-overload]
+    _wait_idle(batched)
+
+    async def busy() -> None:
+        await client.completions.create(model=MODEL, prompt=COUNTING, max_tokens=120, temperature=0)
+
+    background = [asyncio.create_task(busy()) for _ in range(PARALLEL - 1)]
+    for _ in range(3000):
+        if batched.model_stats(MODEL)["running_sequences"] == PARALLEL - 1:
+            break
+        await asyncio.sleep(0.02)
+    crowded = await client.chat.completions.create(messages=messages, **question)  # type: ignore[call-overload]
+    await asyncio.gather(*background)
+    assert alone.choices[0].message.content
+    assert crowded.choices[0].message.content == alone.choices[0].message.content
+
+
+async def test_disconnect_frees_its_slot_while_the_others_continue(batched: LiveServer) -> None:
+    before = _wait_idle(batched)
+    client = _client(batched)
+
+    async def long_running() -> int:
+        reply = await client.completions.create(model=MODEL, prompt=COUNTING, max_tokens=150, temperature=0)
+        assert reply.choices[0].finish_reason == "length"
+        return reply.usage.completion_tokens if reply.usage else -1
+
+    others = [asyncio.create_task(long_running()) for _ in range(3)]
+    async with (
+        httpx.AsyncClient(timeout=60) as http,
+        http.stream(
+            "POST",
+            f"{batched.url}/v1/completions",
+            json={"model": MODEL, "prompt": COUNTING, "max_tokens": 600, "temperature": 0, "stream": True},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        received = 0
+        async for line in response.aiter_lines():
+            received += line.startswith("data: ")
+            if received == 5:
+                break  # leaving the block closes the connection mid-stream
+    for _ in range(1500):
+        if batched.model_stats(MODEL)["slots_freed_by_cancel"] > before["slots_freed_by_cancel"]:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the cancelled request never left its slot")
+    assert not all(task.done() for task in others)  # freed while the others were still decoding
+    assert await asyncio.gather(*others) == [150, 150, 150]
+    after = _wait_idle(batched)
+    assert after["slots_freed_by_cancel"] == before["slots_freed_by_cancel"] + 1
+    assert after["cancelled"] == before["cancelled"] + 1
+    assert after["tokens_generated"] - before["tokens_generated"] < 3 * 150 + 300  # not 600 for the cancelled one
+
+
+async def test_the_next_turn_of_a_chat_reuses_the_cached_prefix(batched: LiveServer) -> None:
+    _wait_idle(batched)
+    client = _client(batched)
+    messages: list[dict[str, str]] = [
+        {"role": "system", "content": "You are a patient geography teacher who answers in two sentences."},
+        {"role": "user", "content": "Name a large river in Europe."},
+    ]
+    first = await client.chat.completions.create(model=MODEL, messages=messages, max_tokens=30, temperature=0)  # type: ignore[arg-type]
+    before = _wait_idle(batched)
+    messages += [
+        {"role": "assistant", "content": first.choices[0].message.content or ""},
+        {"role": "user", "content": "Which countries does it flow through?"},
+    ]
+    second = await client.chat.completions.create(model=MODEL, messages=messages, max_tokens=30, temperature=0)  # type: ignore[arg-type]
+    after = _wait_idle(batched)
+    assert second.usage is not None
+    reused = after["prompt_tokens_reused"] - before["prompt_tokens_reused"]
+    evaluated = after["prompt_tokens_evaluated"] - before["prompt_tokens_evaluated"]
+    assert reused + evaluated == second.usage.prompt_tokens
+    assert reused > second.usage.prompt_tokens // 2, (reused, evaluated)  # the first turn was not evaluated again
+
+
+async def test_admission_is_bounded_by_the_slots_and_the_wait_queue(batched: LiveServer) -> None:
+    """`parallel` requests decode at once, LLM_MAX_QUEUED_REQUESTS more wait for a slot, the rest get 429."""
+    _wait_idle(batched)
+    body = {"model": MODEL, "prompt": COUNTING, "max_tokens": 60, "temperature": 0}
+    total = PARALLEL + QUEUED + 2
+    async with httpx.AsyncClient(timeout=120) as http:
+        replies = await asyncio.gather(*(http.post(f"{batched.url}/v1/completions", json=body) for _ in range(total)))
+    assert sorted(r.status_code for r in replies) == [200] * (PARALLEL + QUEUED) + [429] * 2
+    texts = {r.json()["choices"][0]["text"] for r in replies if r.status_code == 200}
+    assert all(r.json()["usage"]["completion_tokens"] == 60 for r in replies if r.status_code == 200)
+    assert all(text.startswith(" 6, 7, 8, 9, 10") for text in texts), texts
+    assert batched.model_stats(MODEL)["peak_active"] == PARALLEL
