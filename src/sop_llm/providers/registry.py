@@ -41,11 +41,14 @@ def register_backend(provider_type: str, backend: str) -> Callable[[_E], _E]:
 
 
 def discover() -> None:
-    """Import every module under `sop_llm.providers` so their registrations run (they import no heavy code)."""
+    """Import every provider module (`sop_llm.providers.<folder>.<module>`) so their registrations run; they import
+    no heavy code. A provider's own sub-package (the llama.cpp batch scheduler) is its internals, imported by the
+    provider when a model loads, not here."""
     import sop_llm.providers as package
 
     for module in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}."):
-        importlib.import_module(module.name)
+        if module.name.count(".") <= 3:
+            importlib.import_module(module.name)
 
 
 def provider_types() -> set[str]:
