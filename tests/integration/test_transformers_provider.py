@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sop_llm.infra.errors import ContextLengthExceededError, ProviderInitializationError
-from sop_llm.infra.model_config import ModelConfig, ProviderConfig
+from sop_llm.infra.model_config import EmbeddingModelConfig, ModelConfig, ProviderConfig
+from sop_llm.providers.local.sentence_transformers import SentenceTransformersProvider
 from sop_llm.providers.local.transformers import TransformersProvider
 from sop_llm.providers.types import ChatMessage, GenerationRequest
 
@@ -181,5 +182,26 @@ async def test_8bit_quantized_model_loads_and_generates() -> None:
         result = await provider.generate(GenerationRequest(prompt=COUNTING, max_tokens=8, temperature=0))
         assert result.text.startswith(" 6, 7,")
         assert result.usage.completion_tokens == 8
+    finally:
+        await provider.aclose()
+
+
+async def test_models_loaded_at_once_leave_transformers_whole() -> None:
+    """transformers patches process-wide state while it builds a model (weight tying off, init functions, the
+    default dtype) and restores what it saw on entry; two loads in two threads could leave the patches in place
+    for good, and every later transformers model then answered with garbage. Models load in worker threads,
+    several at once at startup, so loads take turns."""
+    config = EmbeddingModelConfig(provider="local-embeddings", model="embedded:all-minilm-l6-v2")
+
+    def load_embedding_models() -> None:
+        for _ in range(10):
+            SentenceTransformersProvider("twin", config, ProviderConfig(type="sentence_transformers")).load_blocking()
+
+    await asyncio.gather(*(asyncio.to_thread(load_embedding_models) for _ in range(2)))
+    provider = _provider()
+    await provider.load()
+    try:
+        result = await provider.generate(GenerationRequest(prompt=COUNTING, max_tokens=12, temperature=0))
+        assert result.text == " 6, 7, 8, 9,"
     finally:
         await provider.aclose()

@@ -13,6 +13,7 @@ from sop_llm.infra.errors import ProviderInitializationError
 from sop_llm.infra.model_config import ConfigError, EmbeddingModelConfig, ProviderConfig
 from sop_llm.providers.base import RerankProvider
 from sop_llm.providers.local.embedded import resolve_model_path
+from sop_llm.providers.local.hf_loading import model_construction
 from sop_llm.providers.registry import register_provider
 
 if TYPE_CHECKING:
@@ -62,9 +63,10 @@ class CrossEncoderProvider(RerankProvider):
             if "threads" in options:
                 torch.set_num_threads(int(options["threads"]))
             max_length = int(options["max_seq_length"]) if "max_seq_length" in options else None
-            model = CrossEncoder(
-                path, device=options.get("device", "cpu"), local_files_only=True, max_length=max_length
-            )
+            with model_construction:
+                model = CrossEncoder(
+                    path, device=options.get("device", "cpu"), local_files_only=True, max_length=max_length
+                )
         except OSError as exc:
             raise ProviderInitializationError(
                 f"cannot load reranker '{self.model_config.model}': {exc}. Nothing is downloaded: give a local "

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from loguru import logger
 
 from sop_llm.infra.errors import ProviderInitializationError
+from sop_llm.providers.local.hf_loading import model_construction
 
 Quantize = Literal["int8"] | None
 
@@ -106,7 +107,8 @@ def _export_fp32(model_dir: Path, target: Path) -> None:
 
     source = transformer_dir(model_dir)
     # The eager attention exports as plain MatMul/Softmax, the pattern onnxruntime's optimizer fuses.
-    model = AutoModel.from_pretrained(str(source), local_files_only=True, attn_implementation="eager")
+    with model_construction:
+        model = AutoModel.from_pretrained(str(source), local_files_only=True, attn_implementation="eager")
     model.eval()
     names = ["input_ids", "attention_mask"]
     if model.config.model_type in {"bert", "xlm-roberta", "roberta", "electra"} and model.config.type_vocab_size > 1:

@@ -10,6 +10,7 @@ import numpy as np
 from sop_llm.infra.errors import ProviderInitializationError
 from sop_llm.providers.base import EmbeddingProvider
 from sop_llm.providers.local.embedded import resolve_model_path
+from sop_llm.providers.local.hf_loading import model_construction
 from sop_llm.providers.registry import register_provider
 
 if TYPE_CHECKING:
@@ -54,7 +55,8 @@ class SentenceTransformersProvider(EmbeddingProvider):
 
             if "threads" in options:
                 torch.set_num_threads(int(options["threads"]))
-            model = SentenceTransformer(path, device=options.get("device", "cpu"), local_files_only=local)
+            with model_construction:
+                model = SentenceTransformer(path, device=options.get("device", "cpu"), local_files_only=local)
         except OSError as exc:
             raise ProviderInitializationError(
                 f"cannot load embedding model '{self.model_config.model}': {exc}. "

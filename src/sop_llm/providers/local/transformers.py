@@ -29,6 +29,7 @@ from sop_llm.infra.errors import (
 )
 from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.local.embedded import resolve_model_path
+from sop_llm.providers.local.hf_loading import model_construction
 from sop_llm.providers.local.threaded import Counters, ThreadStream
 from sop_llm.providers.registry import register_provider
 from sop_llm.providers.types import Capability, Chunk, Completion, FinishReason, GenerationRequest, Health, Usage
@@ -181,8 +182,9 @@ class TransformersProvider(GenerationProvider):
         if "threads" in options:
             torch.set_num_threads(int(options["threads"]))
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, **where)
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device, **where)
+            with model_construction:
+                tokenizer = AutoTokenizer.from_pretrained(source, **where)
+                model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device, **where)
         except Exception as exc:  # transformers raises many types (OSError, ValueError, ImportError...) for this
             raise ProviderInitializationError(
                 f"transformers could not load '{self.model_config.model}' for model '{self.name}': {exc}. "
@@ -190,7 +192,8 @@ class TransformersProvider(GenerationProvider):
                 "or an embedded: model"
             ) from exc
         if options.get("quantize_8bit"):
-            with warnings.catch_warnings():  # the eager API is deprecated in favour of torchao (not installed)
+            # The eager API is deprecated in favour of torchao (not installed).
+            with model_construction, warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=r"torch\.(ao\.quantization|quantize_per)")
                 torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
                     model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
