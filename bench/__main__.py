@@ -9,10 +9,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import embeddings, gateway, generation, structured, tasks
+from bench import batching, embeddings, gateway, generation, structured, tasks
 from bench.service import Service
 
-PHASES = ["gateway", "startup", "generation", "embeddings", "structured output", "tasks"]
+PHASES = ["gateway", "startup", "generation", "embeddings", "structured output", "tasks", "batching"]
 
 
 def main() -> None:
@@ -63,8 +63,11 @@ def main() -> None:
         print(f"structured output (30 json_schema prompts, SmolLM2 generator and fixer): {json_counts}")
     queue = tasks.run()
     step("tasks")
-    progress.close()
     results["tasks"] = queue
+    many_users = batching.run()
+    step("batching")
+    progress.close()
+    results["batching"] = many_users
     print(
         "tasks (PostgreSQL + Redis Streams, 2 workers): "
         + " | ".join(
@@ -73,6 +76,7 @@ def main() -> None:
             for name, r in queue.items()
         )
     )
+    print(batching.summary(many_users))
     out = Path("bench/results/latest.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

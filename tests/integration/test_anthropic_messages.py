@@ -56,7 +56,9 @@ def _events(url: str, body: dict[str, Any], **headers: str) -> list[tuple[str, d
     """The raw SSE events of a streamed message: (event name, data), each checked to be framed as Anthropic's.
     `body` is what the SDK would be given: its `extra_body` fields go to the top level."""
     sent = {**{k: v for k, v in body.items() if k != "extra_body"}, **body.get("extra_body", {}), "stream": True}
-    with httpx.stream("POST", f"{url}/v1/messages", json=sent, headers=headers, timeout=60) as r:
+    # A guard against a hang, not a speed limit (the SDK's own is 600 s): a forced tool call sends its first event
+    # once the arguments are complete, which took over 60 s with both cores busy elsewhere.
+    with httpx.stream("POST", f"{url}/v1/messages", json=sent, headers=headers, timeout=300) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         raw = r.read().decode()
