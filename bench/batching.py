@@ -28,7 +28,7 @@ STREAM_TOKENS = 128
 SHORT_CHAT = {"messages": [{"role": "user", "content": "Say hello to the team."}], "max_tokens": 16}
 COLORS = ["red", "green", "blue", "yellow", "white", "black", "orange", "purple"]
 # ~1,500 tokens of history: facts the second turn asks about.
-HISTORY = " ".join(f"Fact {i}: the {COLORS[i % 8]} box number {i} holds {i * 7 % 50} marbles." for i in range(110))
+HISTORY = " ".join(f"Fact {i}: the {COLORS[i % 8]} box number {i} holds {i * 7 % 50} marbles." for i in range(82))
 LONG_SCHEMA = {
     "type": "object",
     "properties": {"items": {"type": "array", "items": {"type": "string"}, "minItems": 40}},
