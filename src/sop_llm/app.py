@@ -29,6 +29,7 @@ from sop_llm.api.native import monitoring as native_monitoring
 from sop_llm.api.native import providers as native_providers
 from sop_llm.api.native import rerank as native_rerank
 from sop_llm.api.native import tasks as native_tasks
+from sop_llm.api.native import tokenize as native_tokenize
 from sop_llm.api.native import usage as native_usage
 from sop_llm.api.openai import chat as openai_chat
 from sop_llm.api.openai import embeddings as openai_embeddings
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         native_admin,
         native_monitoring,
         native_usage,
+        native_tokenize,
     )
     for module in native:
         app.include_router(module.router, prefix="/api/v1")
@@ -136,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, prefix="/v1")
     app.include_router(anthropic_messages.router, prefix="/v1")
     app.include_router(native_rerank.router, prefix="/v1")  # where Cohere / Jina clients look for it
+    app.include_router(native_tokenize.router)  # where vLLM and llama.cpp's server have it
     app.hot_paths = HotPaths(
         {"/v1/chat/completions": openai_chat.chat_completions, "/v1/embeddings": openai_embeddings.embeddings},
         app.user_middleware,

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, ClassVar
 
+from sop_llm.infra.errors import UnsupportedFeatureError
 from sop_llm.providers.types import Capability, Chunk, Completion, GenerationRequest, Health
 
 if TYPE_CHECKING:
@@ -42,6 +43,14 @@ class GenerationProvider(ABC):
 
     def stats(self) -> dict[str, int]:
         return {}
+
+    async def tokenize(self, request: GenerationRequest, special: bool = True) -> list[int]:
+        """The token ids the model reads for this prompt or these messages (chat template applied); `special`:
+        with the start token and special-token markup, as a generation reads them."""
+        raise UnsupportedFeatureError(f"model '{self.name}' cannot tokenize here: only llamacpp models can")
+
+    async def detokenize(self, tokens: list[int]) -> str:
+        raise UnsupportedFeatureError(f"model '{self.name}' cannot detokenize here: only llamacpp models can")
 
 
 class EmbeddingProvider(ABC):

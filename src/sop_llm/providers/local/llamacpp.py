@@ -182,6 +182,29 @@ class LlamaCppProvider(GenerationProvider):
     async def health(self) -> Health:
         return Health(ok=bool(self._instances), detail=f"{len(self._instances)} instance(s) loaded")
 
+    def _vocabulary(self) -> Llama:
+        """An instance for its tokenizer: llama.cpp tokenizes on the model's vocabulary, not on a context, so this
+        is safe beside a generation running on the same instance."""
+        if not self._instances:
+            raise ProviderInitializationError(f"model '{self.name}' is not loaded")
+        return self._instances[0]
+
+    async def tokenize(self, request: GenerationRequest, special: bool = True) -> list[int]:
+        llama = self._vocabulary()
+        prompt, _ = self._render(request)
+        return list(llama.tokenize(prompt.encode("utf-8"), add_bos=special, special=special))
+
+    async def detokenize(self, tokens: list[int]) -> str:
+        llama = self._vocabulary()
+        size = llama.n_vocab()
+        bad = next((i for i, token in enumerate(tokens) if not 0 <= token < size), None)
+        if bad is not None:
+            raise BadRequestError(
+                f"tokens[{bad}] = {tokens[bad]} is not a token of model '{self.name}' (ids 0 to {size - 1})",
+                param=f"tokens[{bad}]",
+            )
+        return bytes(llama.detokenize(tokens, special=True)).decode("utf-8", "replace")
+
     def stats(self) -> dict[str, int]:
         if self._scheduler is None:
             return self.counters.snapshot(idle_instances=self._pool.qsize())

@@ -100,6 +100,12 @@ class LocalModels:
     def default_names(self) -> list[str]:
         return [n for n, m in self._models.items() if m.provider.model_config.load_on_startup]
 
+    def ready_provider(self, name: str) -> GenerationProvider:
+        """The provider of a loaded model, for work that needs no generation slot (tokenizing)."""
+        model = self._get(name)
+        model.load_state.require_ready()
+        return model.provider
+
     def state(self, name: str) -> ModelState:
         return self._get(name).load_state.state
 
