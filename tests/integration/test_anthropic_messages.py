@@ -149,12 +149,14 @@ def test_max_tokens_is_the_stop_reason_when_it_cuts(local: anthropic.Anthropic) 
     assert message.usage.output_tokens == 3
 
 
-def test_count_tokens_is_exact_on_the_local_model(local: anthropic.Anthropic) -> None:
+def test_count_tokens_is_exact_on_the_local_model(local: anthropic.Anthropic, server: LiveServer) -> None:
     conversation: dict[str, Any] = {
         "system": [{"type": "text", "text": "You are terse."}],
         "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
     }
+    generations = server.model_stats("smollm2-135m")["completed"]
     counted = local.messages.count_tokens(model=LOCAL, **conversation).input_tokens
+    assert server.model_stats("smollm2-135m")["completed"] == generations  # tokenized, not generated
     answered = local.messages.create(model=LOCAL, max_tokens=2, **conversation).usage.input_tokens
     assert counted == answered
     with_tools = local.messages.count_tokens(model=LOCAL, tools=[WEATHER], **conversation).input_tokens  # type: ignore[list-item]

@@ -20,6 +20,7 @@ from sop_llm.api.deps import services_of
 from sop_llm.api.disconnect import cancel_on_disconnect
 from sop_llm.api.generation import open_generation_stream, run_generation
 from sop_llm.api.responses import EventStreamResponse, json_response
+from sop_llm.infra.errors import UnsupportedFeatureError
 from sop_llm.infra.trace import current_trace_id, new_trace_id
 from sop_llm.providers.types import GenerationRequest, JsonMode, Usage
 
@@ -77,9 +78,9 @@ async def create_message(request: Request) -> Response:
 @router.post("/messages/count_tokens", openapi_extra=documented_body(CountTokensRequest))
 async def count_tokens(request: Request) -> Response:
     """Local models count exactly: the prompt is rendered with the model's chat template (tool instructions
-    included) and read by the model in a one-token generation, which reports its length. That takes one of the
-    model's generation slots for as long as reading the prompt takes. Remote deployments get an estimate of about
-    four characters a token."""
+    included) and tokenized, without taking a generation slot. A local model that cannot tokenize here reads the
+    prompt in a one-token generation instead, which reports its length. Remote deployments get an estimate of
+    about four characters a token."""
     body = await parse_body(request, CountTokensRequest)
     services = services_of(request)
     messages = chat_messages(body)
@@ -88,5 +89,9 @@ async def count_tokens(request: Request) -> Response:
     if name not in services.local:
         return json_response({"input_tokens": estimate_tokens(messages, tools)})
     gen = GenerationRequest(messages=messages, max_tokens=1, temperature=0, tools=tools, tool_choice=tool_choice)
+    try:
+        return json_response({"input_tokens": len(await services.local.ready_provider(name).tokenize(gen))})
+    except UnsupportedFeatureError:
+        pass
     _, completion = await cancel_on_disconnect(request, services.router.generate_with_fallback(name, gen, []))
     return json_response({"input_tokens": completion.usage.prompt_tokens})

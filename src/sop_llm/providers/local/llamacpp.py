@@ -45,7 +45,7 @@ from sop_llm.providers.local.batching.slots import Job
 from sop_llm.providers.local.batching.stats import SchedulerSnapshot
 from sop_llm.providers.local.embedded import resolve_model_path
 from sop_llm.providers.local.threaded import Counters, ThreadStream
-from sop_llm.providers.local.tools import parse_tool_call, plain_history, plan_tools
+from sop_llm.providers.local.tools import ToolPlan, parse_tool_call, plain_history, plan_tools
 from sop_llm.providers.registry import register_provider
 from sop_llm.providers.types import (
     Capability,
@@ -191,7 +191,7 @@ class LlamaCppProvider(GenerationProvider):
 
     async def tokenize(self, request: GenerationRequest, special: bool = True) -> list[int]:
         llama = self._vocabulary()
-        prompt, _ = self._render(request)
+        prompt, _ = self._render(self._plain(request)[0])
         return list(llama.tokenize(prompt.encode("utf-8"), add_bos=special, special=special))
 
     async def detokenize(self, tokens: list[int]) -> str:
@@ -223,16 +223,19 @@ class LlamaCppProvider(GenerationProvider):
         return self._scheduler.snapshot() if self._scheduler is not None else None
 
     # -- generation ------------------------------------------------------------------------------------
+    @staticmethod
+    def _plain(request: GenerationRequest) -> tuple[GenerationRequest, ToolPlan | None]:
+        """The request as the model reads it: tool definitions and calls written into plain messages."""
+        if not request.tools:
+            return request, None
+        if request.tool_choice == "none":
+            return replace(request, messages=plain_history(request.messages or []), tools=None), None
+        plan = plan_tools(request.messages or [], request.tools, request.tool_choice)
+        json_mode = JsonMode(plan.forced_schema) if plan.forced_schema is not None else None
+        return replace(request, messages=plan.messages, json_mode=json_mode, tools=None), plan
+
     async def generate(self, request: GenerationRequest) -> Completion:
-        plan = None
-        tools = request.tools
-        if tools:
-            if request.tool_choice == "none":
-                request = replace(request, messages=plain_history(request.messages or []), tools=None)
-            else:
-                plan = plan_tools(request.messages or [], tools, request.tool_choice)
-                json_mode = JsonMode(plan.forced_schema) if plan.forced_schema is not None else None
-                request = replace(request, messages=plan.messages, json_mode=json_mode, tools=None)
+        request, plan = self._plain(request)
         # One chunk with the whole text: the event loop is not woken for every token.
         last = Chunk()
         async for chunk in self._run(request, per_token=False):
