@@ -12,6 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from sop_llm.services.tasks.model import TaskRow
+from sop_llm.services.tasks.webhook import deliver_webhook
 from sop_llm.services.tasks.webhook_guard import GuardedResolver, WebhookRefused, check_destination
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.live_server import LiveServer
@@ -105,10 +107,12 @@ def test_a_redirect_is_never_followed(server: LiveServer) -> None:
         while not redirecting.hits:
             assert time.monotonic() < deadline, "the webhook never reached the redirecting receiver"
             time.sleep(0.02)
-        time.sleep(0.5)
+        while (shown := httpx.get(f"{server.url}/api/v1/tasks/{task.json()['id']}").json()["webhook"])["error"] is None:
+            assert time.monotonic() < deadline, "the failed attempt was never recorded"
+            time.sleep(0.02)
         assert target.hits == []  # the redirect to loopback was not followed
-        shown = httpx.get(f"{server.url}/api/v1/tasks/{task.json()['id']}").json()["webhook"]
         assert shown["delivered_at"] is None  # a 307 is not a delivery
+        assert shown["error"] == "the receiver answered 307"
     finally:
         target.close()
         redirecting.close()
@@ -132,3 +136,13 @@ async def test_every_delivery_checks_the_addresses_again() -> None:
         assert await allowed.resolve("localhost", 9)
     finally:
         await allowed.close()
+
+
+async def test_a_webhook_refused_at_send_time_is_recorded_as_not_sent() -> None:
+    row = TaskRow(id="t-1", kind="similarity", status="completed", webhook_url="http://127.0.0.1:6379/hook")
+    delivery = await deliver_webhook(row, allowed_hosts=[])
+    assert not delivery.delivered
+    assert delivery.final  # retrying would not change it
+    assert (
+        delivery.error is not None and delivery.error.startswith("refused, not sent:") and "loopback" in delivery.error
+    )

@@ -50,6 +50,8 @@ class TaskRow(Base):
     webhook_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
     webhook_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Why the last delivery failed, or why the webhook was refused and will not be sent; NULL once delivered.
+    webhook_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
     __table_args__ = (
         Index("ix_tasks_status_available", "status", "available_at"),

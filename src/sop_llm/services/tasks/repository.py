@@ -306,8 +306,13 @@ class TaskRepository:
                 taken.append(row)
         return taken
 
-    async def webhook_delivered(self, task_id: str) -> None:
+    async def webhook_attempted(self, task_id: str, delivered: bool, error: str | None, final: bool) -> None:
+        """Record a delivery attempt: delivered, failed for good (no longer due), or failed for now (the due time
+        the claim set stands, until the attempts run out)."""
+        values: dict[str, Any] = {"webhook_error": error}
+        if delivered:
+            values.update(webhook_due_at=None, webhook_sent_at=now())
+        elif final:
+            values.update(webhook_due_at=None)
         async with self._session() as session:
-            await session.execute(
-                update(TaskRow).where(TaskRow.id == task_id).values(webhook_due_at=None, webhook_sent_at=now())
-            )
+            await session.execute(update(TaskRow).where(TaskRow.id == task_id).values(**values))

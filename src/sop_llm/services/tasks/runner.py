@@ -130,8 +130,7 @@ class TaskRunner:
             if owed and not await self._dispatch.publish(owed):
                 await self._repo.undispatch(owed)
         for row in await self._repo.take_due_webhooks(SWEEP_BATCH, WEBHOOK_MAX_ATTEMPTS):
-            if await deliver_webhook(row, self._settings.webhook_allowed_hosts):
-                await self._repo.webhook_delivered(row.id)
+            await self._send_webhook(row)
 
     async def _watch_loop(self) -> None:
         """Renew the leases of running tasks and stop those this runner no longer holds (cancelled through the
@@ -191,5 +190,9 @@ class TaskRunner:
     async def _deliver_webhook(self, task_id: str) -> None:
         """First delivery, right after the task ended; a failed one is retried by a sweeper (the outbox)."""
         row = await self._repo.get(task_id)
-        if row.webhook_url and await deliver_webhook(row, self._settings.webhook_allowed_hosts):
-            await self._repo.webhook_delivered(task_id)
+        if row.webhook_url:
+            await self._send_webhook(row)
+
+    async def _send_webhook(self, row: TaskRow) -> None:
+        delivery = await deliver_webhook(row, self._settings.webhook_allowed_hosts)
+        await self._repo.webhook_attempted(row.id, delivery.delivered, delivery.error, delivery.final)

@@ -25,7 +25,11 @@ def task_view(row: TaskRow) -> dict[str, Any]:
         "worker": row.lease_owner,
         "webhook": None
         if row.webhook_url is None
-        else {"attempts": row.webhook_attempts, "delivered_at": _iso(row.webhook_sent_at)},
+        else {
+            "attempts": row.webhook_attempts,
+            "delivered_at": _iso(row.webhook_sent_at),
+            "error": row.webhook_error,
+        },
         "created_at": _iso(row.created_at),
         "updated_at": _iso(row.updated_at),
         "started_at": _iso(row.started_at),

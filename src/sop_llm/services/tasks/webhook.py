@@ -5,6 +5,7 @@ checks its destination again (webhook_guard.py) and never follows a redirect."""
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 
 import aiohttp
 from loguru import logger
@@ -16,16 +17,27 @@ from sop_llm.services.tasks.webhook_guard import GuardedResolver, WebhookRefused
 TIMEOUT = aiohttp.ClientTimeout(total=5)
 
 
-async def deliver_webhook(row: TaskRow, allowed_hosts: Collection[str]) -> bool:
-    """True when the receiver answered 2xx, or when there is nothing to deliver (no URL, or one that is refused
-    now: retrying would not change that)."""
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    delivered: bool
+    error: str | None = None  # why not
+    final: bool = True  # False: worth another attempt later
+
+    @classmethod
+    def failed(cls, error: str) -> Delivery:
+        return cls(False, error[:500], final=False)
+
+
+async def deliver_webhook(row: TaskRow, allowed_hosts: Collection[str]) -> Delivery:
+    """Delivered when the receiver answered 2xx. A destination refused now (a private address, say, after DNS
+    changed) is final: retrying would not change that. Other failures are worth another attempt."""
     if not row.webhook_url:
-        return True
+        return Delivery(True)
     try:
         await check_destination(row.webhook_url, allowed_hosts)
     except WebhookRefused as exc:
         logger.warning("task {}: webhook not sent: {}", row.id, exc)
-        return True
+        return Delivery(False, f"refused, not sent: {exc}"[:500])
     connector = aiohttp.TCPConnector(resolver=GuardedResolver(allowed_hosts))
     try:
         async with (
@@ -35,8 +47,9 @@ async def deliver_webhook(row: TaskRow, allowed_hosts: Collection[str]) -> bool:
             ) as response,
         ):
             if response.status < 300:
-                return True
+                return Delivery(True)
             logger.warning("task {}: webhook answered {}", row.id, response.status)
+            return Delivery.failed(f"the receiver answered {response.status}")
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         logger.warning("task {}: webhook {} failed: {!r}", row.id, row.webhook_url, exc)
-    return False
+        return Delivery.failed(f"{type(exc).__name__}: {exc}")
