@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,42 @@ def test_a_stream_is_counted_when_it_ends(deployment: Deployment) -> None:
     rows = _by_model(deployment.usage(carol)["data"])
     assert rows["remote"]["requests"] == 1
     assert rows["remote"]["prompt_tokens"] + rows["remote"]["completion_tokens"] == usage[0].total_tokens
+
+
+def test_background_tasks_count_for_their_owner(deployment: Deployment) -> None:
+    _, dave = deployment.key("dave")
+    submitted = [
+        httpx.post(
+            f"{deployment.url}/api/v1/tasks",
+            json={"kind": kind, "payload": payload},
+            headers=deployment.auth(dave),
+        )
+        for kind, payload in [
+            ("generate", {"model": "remote", "messages": [{"role": "user", "content": PROMPT}]}),
+            ("embeddings", {"model": "all-minilm-l6-v2", "texts": ["one text", "and two"]}),
+        ]
+    ]
+    assert [task.status_code for task in submitted] == [202, 202]
+    results = []
+    for task in submitted:
+        deadline = time.monotonic() + 60
+        while (
+            shown := httpx.get(
+                f"{deployment.url}/api/v1/tasks/{task.json()['id']}", headers=deployment.auth(dave)
+            ).json()
+        )["status"] not in ("completed", "failed"):
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.05)
+        assert shown["status"] == "completed", shown
+        results.append(shown["result"])
+    rows = _by_model(deployment.usage(dave)["data"])
+    generated, embedded = results
+    assert rows["remote"]["requests"] == 1
+    assert rows["remote"]["prompt_tokens"] == generated["usage"]["prompt_tokens"]
+    assert rows["remote"]["completion_tokens"] == generated["usage"]["completion_tokens"]
+    assert rows["all-minilm-l6-v2"]["requests"] == 1
+    assert rows["all-minilm-l6-v2"]["prompt_tokens"] == embedded["usage"]["prompt_tokens"] > 0
+    assert set(rows) == {"remote", "all-minilm-l6-v2"}  # submitting and polling are not model requests
 
 
 def _budget(deployment: Deployment, **body: Any) -> dict[str, Any]:

@@ -125,9 +125,11 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
     sessions = session_factory(database)
     repository = TaskRepository(sessions, webhook_grace_s=settings.tasks_lease_seconds)
     dispatch = BrokerDispatch(make_broker(settings), settings.tasks_stream) if settings.broker_url else None
+    usage = UsageMeter(database, sessions, settings.usage_flush_seconds)
     runner = None
     if worker or dispatch is None:
-        runner = TaskRunner(settings, repository, JobContext(router, structured, embeddings), dispatch)
+        counted = usage if settings.usage_enabled else None
+        runner = TaskRunner(settings, repository, JobContext(router, structured, embeddings), dispatch, counted)
     return Services(
         settings=settings,
         config=config,
@@ -144,7 +146,7 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
         metrics=metrics,
         database=database,
         monitor=Monitor(metrics, cache, deployments, local, embeddings, repository.counts),
-        usage=UsageMeter(database, sessions, settings.usage_flush_seconds),
+        usage=usage,
         budgets=Budgets(
             sessions,
             RedisCounters(settings.redis_url, settings.redis_timeout) if settings.redis_url else MemoryCounters(),

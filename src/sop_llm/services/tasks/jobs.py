@@ -1,5 +1,6 @@
 """What a task can do: each kind is a plain `async def` over the same services the HTTP API uses. Payloads were
-validated by the API when the task was accepted."""
+validated by the API when the task was accepted. Each notes which model it used and its tokens, for the usage
+tally of the task's owner (the runner records it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sop_llm.services.embeddings.manager import EmbeddingManager
 from sop_llm.services.payloads import EmbeddingsBody, FixBody, GenerateBody, SimilarityBody
 from sop_llm.services.routing.router import ModelRouter
 from sop_llm.services.structured.output import StructuredOutput
+from sop_llm.services.usage.meter import note_usage
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ async def generate(payload: dict[str, Any], ctx: JobContext) -> Any:
     else:
         name, completion, outcome = await ctx.structured.generate_json(model, request, fallbacks)
         verdict = {"value": outcome.value, **outcome.describe()}
+    note_usage(name, completion.usage.prompt_tokens, completion.usage.completion_tokens)
     result = {
         "model": name,
         "text": completion.text,
@@ -45,6 +48,7 @@ async def generate(payload: dict[str, Any], ctx: JobContext) -> Any:
 async def embeddings(payload: dict[str, Any], ctx: JobContext) -> Any:
     body = EmbeddingsBody.model_validate(payload)
     result = await ctx.embeddings.embed(body.model, body.texts, body.input_type)
+    note_usage(result.model, result.tokens)
     return {"model": result.model, "embeddings": result.vectors.tolist(), "usage": {"prompt_tokens": result.tokens}}
 
 
@@ -52,9 +56,11 @@ async def similarity(payload: dict[str, Any], ctx: JobContext) -> Any:
     body = SimilarityBody.model_validate(payload)
     if body.text1 is not None and body.text2 is not None:
         model, score = await ctx.embeddings.similarity(body.model, body.text1, body.text2)
+        note_usage(model)
         return {"model": model, "similarity": score}
     assert body.query is not None and body.candidates is not None
     model, ranked = await ctx.embeddings.rank(body.model, body.query, body.candidates, body.top_k)
+    note_usage(model)
     return {"model": model, "results": [{"index": r.index, "similarity": r.score} for r in ranked]}
 
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ from sop_llm.services.tasks.jobs import JOBS, JobContext
 from sop_llm.services.tasks.model import TaskRow, TaskStatus
 from sop_llm.services.tasks.repository import TaskRepository
 from sop_llm.services.tasks.webhook import deliver_webhook
+from sop_llm.services.usage.meter import ANONYMOUS_SUBJECT, UNKNOWN_MODEL, Tally, UsageMeter, begin_request, end_request
 
 WEBHOOK_MAX_ATTEMPTS = 6
 SWEEP_BATCH = 500
@@ -41,11 +43,15 @@ class TaskRunner:
         repository: TaskRepository,
         context: JobContext,
         dispatch: BrokerDispatch | None = None,
+        usage: UsageMeter | None = None,
     ) -> None:
+        """`usage`: where each run's model, tokens and latency are tallied for the task's owner, as a request of
+        theirs would be (None: not counted)."""
         self._settings = settings
         self._repo = repository
         self._context = context
         self._dispatch = dispatch
+        self._usage = usage
         self.owner = runner_id()
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._wakeup = asyncio.Event()
@@ -179,13 +185,32 @@ class TaskRunner:
 
     async def _attempt(self, row: TaskRow) -> tuple[Any, dict[str, Any] | None, bool]:
         """(result, error, retryable) of one run of the task's job."""
+        usage, token = begin_request()
+        started = time.perf_counter()
+        outcome: tuple[Any, dict[str, Any] | None, bool] = (None, None, False)
         try:
-            return await JOBS[row.kind](row.payload, self._context), None, False
+            outcome = await JOBS[row.kind](row.payload, self._context), None, False
         except AppError as exc:
-            return None, {"code": exc.error_code, "message": exc.message}, exc.retryable
+            outcome = None, {"code": exc.error_code, "message": exc.message}, exc.retryable
         except Exception as exc:
             logger.opt(exception=exc).error("task {} crashed", row.id)
-            return None, {"code": "internal_error", "message": type(exc).__name__}, False
+            outcome = None, {"code": "internal_error", "message": type(exc).__name__}, False
+        finally:
+            end_request(token)
+        failed = outcome[1] is not None
+        if self._usage is not None and (usage.model is not None or failed):
+            self._usage.record(
+                row.owner or ANONYMOUS_SUBJECT,
+                usage.model or UNKNOWN_MODEL,
+                Tally(
+                    requests=1,
+                    errors=int(failed),
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                ),
+            )
+        return outcome
 
     async def _deliver_webhook(self, task_id: str) -> None:
         """First delivery, right after the task ended; a failed one is retried by a sweeper (the outbox)."""
