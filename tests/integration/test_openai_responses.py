@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -608,3 +610,30 @@ def test_a_stored_response_is_visible_to_its_creator_only(secured: tuple[str, st
         alice.responses.retrieve(mine.id)
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{url}/v1", api_key="sop_wrong", max_retries=0).responses.retrieve(follow.id)
+
+
+def test_stored_responses_expire(fake_upstream: FakeOpenAI, tmp_path: Path) -> None:
+    (tmp_path / "providers.yaml").write_text(f'providers:\n  fake: {{type: openai, base_url: "{fake_upstream.url}"}}\n')
+    (tmp_path / "models.yaml").write_text("models:\n  upstream: {provider: fake, model: ok}\n")
+    (tmp_path / "embeddings.yaml").write_text("embeddings: {}\n")
+    live = LiveServer(
+        make_settings(CONFIG_DIR=str(tmp_path), LLM_DEFAULT_MODEL="upstream", RESPONSES_TTL_DAYS=2 / 86400)
+    ).start()  # two seconds
+    try:
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0)
+        first = client.responses.create(model="upstream", input="hi")
+        assert client.responses.retrieve(first.id).id == first.id
+        time.sleep(2.5)
+        with pytest.raises(openai.NotFoundError):  # gone as soon as it expires
+            client.responses.retrieve(first.id)
+        with pytest.raises(openai.NotFoundError):
+            client.responses.create(model="upstream", input="and?", previous_response_id=first.id)
+        live.app.state.services.responses._purged_at = float("-inf")  # as if the last purge was an hour ago
+        client.responses.create(model="upstream", input="again")  # a save deletes what expired
+        database = live.app.state.services.settings.database_url.split("///", 1)[1]
+        with sqlite3.connect(database) as connection:
+            ids = {row[0] for row in connection.execute("SELECT id FROM responses")}
+        assert first.id not in ids
+        assert len(ids) == 1
+    finally:
+        live.stop()

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     usage_enabled: bool = Field(True, alias="USAGE_ENABLED")
     usage_flush_seconds: float = Field(2.0, gt=0, le=3600, alias="USAGE_FLUSH_SECONDS")
     budget_cache_seconds: float = Field(5.0, ge=0, alias="BUDGET_CACHE_SECONDS")
+    responses_ttl_days: float = Field(30.0, ge=0, alias="RESPONSES_TTL_DAYS")
     anthropic_api_key: str | None = Field(None, alias="ANTHROPIC_API_KEY", repr=False)
 
     llm_default_model: str = Field("smollm2-135m", alias="LLM_DEFAULT_MODEL")

@@ -152,5 +152,5 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
             RedisCounters(settings.redis_url, settings.redis_timeout) if settings.redis_url else MemoryCounters(),
             settings.budget_cache_seconds,
         ),
-        responses=ResponseStore(sessions),
+        responses=ResponseStore(sessions, settings.responses_ttl_days),
     )

@@ -25,4 +25,4 @@ class ResponseRow(Base):
     input_items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     # The response object exactly as it was answered (status, output, usage, the request's echoed fields).
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)  # expiry finds old ones
