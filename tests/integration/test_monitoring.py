@@ -36,6 +36,7 @@ FAMILIES = {
     "sop_llm_active_connections",
 }
 SERIES_CAP = 1500
+TASK_STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
 
 
 def _families(base_url: str) -> dict[str, list]:
@@ -93,7 +94,12 @@ async def test_websocket_snapshots_follow_the_traffic(server: LiveServer) -> Non
                     "/api/v1/models/generate", json={"prompt": "Hello", "max_tokens": 4, "temperature": 0}
                 )
             await client.post("/api/v1/tasks", json={"kind": "similarity", "payload": {"text1": "a", "text2": "b"}})
-        later = [json.loads(await socket.recv()) for _ in range(3)]
+        # Snapshots sent while the requests ran wait in the socket, and task counts are refreshed every 2 s: read
+        # on until one shows the task (at most 30 s), then check that one.
+        later = [json.loads(await socket.recv())]
+        async with asyncio.timeout(30):
+            while sum(later[-1]["tasks"][k] for k in TASK_STATUSES) < 1 or len(later) < 3:
+                later.append(json.loads(await socket.recv()))
     last = later[-1]
     assert last["requests"]["total"] >= first["requests"]["total"] + 6
     assert last["tokens"]["out"] >= first["tokens"]["out"] + 20
@@ -102,4 +108,4 @@ async def test_websocket_snapshots_follow_the_traffic(server: LiveServer) -> Non
     assert last["models"]["smollm2-135m"] == "ready"
     assert last["memory"]["rss_bytes"] > 0
     assert [s["timestamp"] for s in later] == sorted(s["timestamp"] for s in later)
-    assert sum(last["tasks"][k] for k in ("pending", "processing", "completed", "failed", "cancelled")) >= 1
+    assert sum(last["tasks"][k] for k in TASK_STATUSES) >= 1
