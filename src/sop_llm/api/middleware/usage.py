@@ -10,14 +10,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sop_llm.services.auth.principal import Principal
-from sop_llm.services.usage.meter import (
-    ANONYMOUS_SUBJECT,
-    UNKNOWN_MODEL,
-    Tally,
-    UsageMeter,
-    begin_request,
-    end_request,
-)
+from sop_llm.services.usage.meter import UsageMeter, begin_request, end_request
 
 
 class UsageMiddleware:
@@ -43,18 +36,6 @@ class UsageMiddleware:
             await self.app(scope, receive, send_and_watch)
         finally:
             end_request(token)
-            failed = status >= 400 or usage.failed
-            if usage.model is not None or failed:
-                principal: Principal | None = scope.get("state", {}).get("principal")
-                subject = principal.subject if principal is not None and principal.subject else ANONYMOUS_SUBJECT
-                self.meter.record(
-                    subject,
-                    usage.model or UNKNOWN_MODEL,
-                    Tally(
-                        requests=1,
-                        errors=int(failed),
-                        prompt_tokens=usage.prompt_tokens,
-                        completion_tokens=usage.completion_tokens,
-                        latency_ms=(time.perf_counter() - started) * 1000,
-                    ),
-                )
+            principal: Principal | None = scope.get("state", {}).get("principal")
+            subject = principal.subject if principal is not None else None
+            self.meter.record_request(subject, usage, status >= 400, time.perf_counter() - started)

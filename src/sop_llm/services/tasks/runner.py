@@ -24,7 +24,7 @@ from sop_llm.services.tasks.jobs import JOBS, JobContext
 from sop_llm.services.tasks.model import TaskRow, TaskStatus
 from sop_llm.services.tasks.repository import TaskRepository
 from sop_llm.services.tasks.webhook import deliver_webhook
-from sop_llm.services.usage.meter import ANONYMOUS_SUBJECT, UNKNOWN_MODEL, Tally, UsageMeter, begin_request, end_request
+from sop_llm.services.usage.meter import UsageMeter, begin_request, end_request
 
 WEBHOOK_MAX_ATTEMPTS = 6
 SWEEP_BATCH = 500
@@ -197,19 +197,8 @@ class TaskRunner:
             outcome = None, {"code": "internal_error", "message": type(exc).__name__}, False
         finally:
             end_request(token)
-        failed = outcome[1] is not None
-        if self._usage is not None and (usage.model is not None or failed):
-            self._usage.record(
-                row.owner or ANONYMOUS_SUBJECT,
-                usage.model or UNKNOWN_MODEL,
-                Tally(
-                    requests=1,
-                    errors=int(failed),
-                    prompt_tokens=usage.prompt_tokens,
-                    completion_tokens=usage.completion_tokens,
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                ),
-            )
+        if self._usage is not None:
+            self._usage.record_request(row.owner, usage, outcome[1] is not None, time.perf_counter() - started)
         return outcome
 
     async def _deliver_webhook(self, task_id: str) -> None:

@@ -107,6 +107,14 @@ class UsageMeter:
             self._pending[key] = tally = Tally()
         tally.add(usage)
 
+    def record_request(self, subject: str | None, usage: RequestUsage, failed: bool, seconds: float) -> None:
+        """One request (or task run) ended: count it for its caller when it reached a model or failed."""
+        failed = failed or usage.failed
+        if usage.model is None and not failed:
+            return
+        tally = Tally(1, int(failed), usage.prompt_tokens, usage.completion_tokens, seconds * 1000)
+        self.record(subject or ANONYMOUS_SUBJECT, usage.model or UNKNOWN_MODEL, tally)
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="usage-flush")
