@@ -34,6 +34,9 @@ from sop_llm.api.native import usage as native_usage
 from sop_llm.api.openai import chat as openai_chat
 from sop_llm.api.openai import embeddings as openai_embeddings
 from sop_llm.api.openai import models as openai_models
+from sop_llm.api.openai.batches import files as openai_files
+from sop_llm.api.openai.batches import routes as openai_batches
+from sop_llm.api.openai.batches.lines import InProcessCaller
 from sop_llm.api.openai.responses import routes as openai_responses
 from sop_llm.infra.logging import setup_logging
 from sop_llm.infra.model_config import ConfigError
@@ -71,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from sop_llm.migrations import upgrade
 
             await asyncio.to_thread(upgrade, settings.database_url)
+        services.serve_batches(InProcessCaller(services), finalize=True)
         await services.start()
         logger.info(
             "{} {} serving; loading models in the background: {}",
@@ -112,7 +116,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-API-Key"],
             expose_headers=["X-Request-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"],
         )
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_request_body_bytes,
+        # An upload may be as large as a file may be, plus the multipart framing around it.
+        larger={"/v1/files": settings.files_max_bytes + 64 * 1024},
+    )
     app.add_middleware(
         TraceMiddleware, metrics=services.metrics
     )  # outermost: every answer, a 413 included, carries the trace id
@@ -134,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(native_usage.admin, prefix="/api/v1")
     app.include_router(native_monitoring.root)
-    for module in (openai_chat, openai_embeddings, openai_models, openai_responses):
+    for module in (openai_chat, openai_embeddings, openai_models, openai_responses, openai_files, openai_batches):
         app.include_router(module.router, prefix="/v1")
     app.include_router(anthropic_messages.router, prefix="/v1")
     app.include_router(native_rerank.router, prefix="/v1")  # where Cohere / Jina clients look for it

@@ -1,4 +1,5 @@
-"""`sop-llm` command line: `serve` runs the API server, `worker` a background-task worker, `db upgrade` migrates."""
+"""`sop-llm` command line: `serve` runs the API server, `worker` a background-task worker, `db upgrade` migrates,
+`batches` submits and follows batches on a running server."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from sop_llm import batch_cli
 from sop_llm.infra.model_config import ConfigError
 from sop_llm.infra.settings import Settings
 
@@ -173,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser("check", help="load the startup models (with progress) and try each once").set_defaults(
         func=_models_check
     )
+    batch_cli.add_parser(commands)
     db = commands.add_parser("db", help="task database").add_subparsers(dest="db_command", required=True)
     db_upgrade = db.add_parser("upgrade", help="apply migrations (DATABASE_URL)")
     db_upgrade.add_argument("revision", nargs="?", default="head")
@@ -182,4 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if getattr(args, "url", "") is None:  # a client command: the local server unless told otherwise
+        args.url = f"http://127.0.0.1:{Settings().server_port}"
     sys.exit(args.func(args))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from sop_llm import __version__
+from sop_llm.api.openai.batches.lines import InProcessCaller
 from sop_llm.infra.errors import AppError
 from sop_llm.infra.logging import setup_logging
 from sop_llm.infra.redis_keys import TASKS_CONSUMER_GROUP
@@ -37,6 +38,7 @@ async def run_worker(settings: Settings) -> None:
 
         await asyncio.to_thread(upgrade, settings.database_url)
     services = build_services(settings, worker=True)
+    services.serve_batches(InProcessCaller(services), finalize=False)
     runner, dispatch = services.tasks.runner, services.tasks.dispatch
     assert runner is not None and dispatch is not None  # build_services(worker=True) with a BROKER_URL
 

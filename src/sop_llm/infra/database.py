@@ -5,11 +5,15 @@ Timeouts are short on purpose: a database that does not answer turns into a quic
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from sop_llm.infra.errors import ServiceUnavailableError
 from sop_llm.infra.settings import Settings
 
 
@@ -30,3 +34,18 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def transaction(sessions: async_sessionmaker[AsyncSession], what: str) -> AsyncIterator[AsyncSession]:
+    """A session in a transaction; a database that fails or does not answer becomes a 503 that names `what` (the
+    task database, the response store, …) and asks the caller to retry."""
+    try:
+        async with sessions() as session, session.begin():
+            yield session
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        if isinstance(exc, IntegrityError):
+            raise
+        raise ServiceUnavailableError(
+            f"{what} is unavailable ({type(exc).__name__}); retry shortly", retry_after=2
+        ) from exc

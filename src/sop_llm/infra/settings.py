@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     usage_flush_seconds: float = Field(2.0, gt=0, le=3600, alias="USAGE_FLUSH_SECONDS")
     budget_cache_seconds: float = Field(5.0, ge=0, alias="BUDGET_CACHE_SECONDS")
     responses_ttl_days: float = Field(30.0, ge=0, alias="RESPONSES_TTL_DAYS")
+    files_dir: Path = Field(Path("data/files"), alias="FILES_DIR")
+    files_max_bytes: int = Field(200 * 1024 * 1024, ge=1024, alias="FILES_MAX_BYTES")
+    batch_max_lines: int = Field(50_000, ge=1, alias="BATCH_MAX_LINES")
+    batch_concurrency: int = Field(2, ge=1, le=64, alias="BATCH_CONCURRENCY")
+    batch_line_concurrency: int = Field(4, ge=1, le=256, alias="BATCH_LINE_CONCURRENCY")
     anthropic_api_key: str | None = Field(None, alias="ANTHROPIC_API_KEY", repr=False)
 
     llm_default_model: str = Field("smollm2-135m", alias="LLM_DEFAULT_MODEL")

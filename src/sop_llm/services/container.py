@@ -17,7 +17,12 @@ from sop_llm.providers.registry import generation_provider, provider_types
 from sop_llm.services.auth.authenticator import Authenticator
 from sop_llm.services.auth.keys import KeyStore
 from sop_llm.services.auth.tickets import Tickets
+from sop_llm.services.batches.chunks import BatchChunks, ChunkQueue, LineCaller
+from sop_llm.services.batches.repository import BatchRepository
+from sop_llm.services.batches.service import BatchService
 from sop_llm.services.embeddings.manager import EmbeddingManager
+from sop_llm.services.files.service import FileService
+from sop_llm.services.files.store import LocalFileStore
 from sop_llm.services.limits.rate_limit import RateLimiter
 from sop_llm.services.local.manager import LocalModels
 from sop_llm.services.monitoring.collector import Monitor
@@ -58,6 +63,9 @@ class Services:
     usage: UsageMeter
     budgets: Budgets
     responses: ResponseStore
+    files: FileService
+    batches: BatchService
+    chunks: BatchChunks
     started_at: float = field(default_factory=time.time)
 
     async def start(self) -> None:
@@ -72,7 +80,15 @@ class Services:
         if self.tasks.runner is not None:
             self.tasks.runner.start(ready=lambda: self.ready()[0], poll=self.tasks.dispatch is None)
 
+    def serve_batches(self, caller: LineCaller, finalize: bool) -> None:
+        """Run batch lines through `caller` (the API's routes, in process); `finalize`: also write the result files
+        of finished batches (API processes, which serve the files)."""
+        self.chunks.caller = caller
+        if finalize:
+            self.batches.start()
+
     async def aclose(self) -> None:
+        await self.batches.aclose()
         await self.monitor.aclose()
         if self.tasks.dispatch is not None:  # first: a worker takes no new task ids while it shuts down
             await self.tasks.dispatch.aclose()
@@ -126,10 +142,16 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
     repository = TaskRepository(sessions, webhook_grace_s=settings.tasks_lease_seconds)
     dispatch = BrokerDispatch(make_broker(settings), settings.tasks_stream) if settings.broker_url else None
     usage = UsageMeter(database, sessions, settings.usage_flush_seconds)
+    files = FileService(sessions, LocalFileStore(settings.files_dir), settings.batch_max_lines)
+    batch_repository = BatchRepository(sessions)
+    chunk_queue = ChunkQueue(settings, repository, dispatch)
+    chunks = BatchChunks(settings, batch_repository, chunk_queue)
     runner = None
     if worker or dispatch is None:
         counted = usage if settings.usage_enabled else None
-        runner = TaskRunner(settings, repository, JobContext(router, structured, embeddings), dispatch, counted)
+        context = JobContext(router, structured, embeddings, chunks)
+        runner = TaskRunner(settings, repository, context, dispatch, counted)
+        chunk_queue.wake = runner.notify
     return Services(
         settings=settings,
         config=config,
@@ -153,4 +175,9 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
             settings.budget_cache_seconds,
         ),
         responses=ResponseStore(sessions, settings.responses_ttl_days),
+        files=files,
+        batches=BatchService(
+            settings, batch_repository, files, chunk_queue, runner.cancel if runner is not None else None
+        ),
+        chunks=chunks,
     )

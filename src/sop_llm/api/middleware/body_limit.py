@@ -19,14 +19,17 @@ class _BodyTooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, larger: dict[str, int] | None = None) -> None:
+        """`larger`: paths allowed a larger body than `limit` (file uploads), each with its own cap."""
         self.app = app
         self.limit = limit
+        self.larger = larger or {}
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        setting = "FILES_MAX_BYTES" if scope["path"] in self.larger else "MAX_REQUEST_BODY_BYTES"
         error = PayloadTooLargeError(
-            f"request body larger than {self.limit} bytes (MAX_REQUEST_BODY_BYTES); send less per request",
-            details={"limit_bytes": self.limit},
+            f"request body larger than {limit} bytes ({setting}); send less per request",
+            details={"limit_bytes": limit},
         )
         await error_response(Request(scope, receive), error)(scope, receive, send)
 
@@ -34,10 +37,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.limit)
         declared = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
         if declared.isdigit():
-            if int(declared) > self.limit:
-                await self._refuse(scope, receive, send)
+            if int(declared) > limit:
+                await self._refuse(scope, receive, send, limit)
             else:  # the HTTP server never delivers more than a declared length: nothing to count
                 await self.app(scope, receive, send)
             return
@@ -49,7 +53,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     overflow = True
                     raise _BodyTooLarge
             return message
@@ -61,4 +65,4 @@ class BodyLimitMiddleware:
         with contextlib.suppress(_BodyTooLarge):
             await self.app(scope, limited_receive, guarded_send)
         if overflow:
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, limit)

@@ -7,16 +7,15 @@ once, and a save deletes the expired rows at most once an hour per process."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from sop_llm.infra.errors import NotFoundError, ServiceUnavailableError
+from sop_llm.infra.database import transaction
+from sop_llm.infra.errors import NotFoundError
 from sop_llm.services.responses.model import ResponseRow
 
 PURGE_EVERY_S = 3600.0
@@ -41,15 +40,8 @@ class ResponseStore:
         self._purged_at = time.monotonic()
         await session.execute(delete(ResponseRow).where(ResponseRow.created_at < datetime.now(UTC) - self._ttl))
 
-    @asynccontextmanager
-    async def _session(self) -> AsyncIterator[AsyncSession]:
-        try:
-            async with self._sessions() as session, session.begin():
-                yield session
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            raise ServiceUnavailableError(
-                f"the response store is unavailable ({type(exc).__name__}); retry shortly", retry_after=2
-            ) from exc
+    def _session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return transaction(self._sessions, "the response store")
 
     async def save(self, body: dict[str, Any], input_items: list[dict[str, Any]], owner: str | None) -> None:
         """Store a response object (as answered) with the items its model was given."""

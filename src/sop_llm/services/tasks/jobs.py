@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sop_llm.services.batches.chunks import CHUNK_KIND, BatchChunks
 from sop_llm.services.embeddings.manager import EmbeddingManager
 from sop_llm.services.payloads import EmbeddingsBody, FixBody, GenerateBody, SimilarityBody
 from sop_llm.services.routing.router import ModelRouter
@@ -20,6 +21,7 @@ class JobContext:
     router: ModelRouter
     structured: StructuredOutput
     embeddings: EmbeddingManager
+    batches: BatchChunks
 
 
 Job = Callable[[dict[str, Any], JobContext], Awaitable[Any]]
@@ -70,4 +72,15 @@ async def json_fix(payload: dict[str, Any], ctx: JobContext) -> Any:
     return {"value": outcome.value, "provenance": outcome.provenance, "attempts": outcome.attempts}
 
 
-JOBS: dict[str, Job] = {"generate": generate, "embeddings": embeddings, "similarity": similarity, "json_fix": json_fix}
+async def batch_chunk(payload: dict[str, Any], ctx: JobContext) -> Any:
+    """A chunk of a batch's lines (services/batches/chunks.py); each line counts as a request of the batch's owner."""
+    return await ctx.batches.run(payload)
+
+
+JOBS: dict[str, Job] = {
+    "generate": generate,
+    "embeddings": embeddings,
+    "similarity": similarity,
+    "json_fix": json_fix,
+    CHUNK_KIND: batch_chunk,
+}

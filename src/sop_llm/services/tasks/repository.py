@@ -7,17 +7,20 @@ Database failures become ServiceUnavailableError (503)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, or_, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from sop_llm.infra.errors import NotFoundError, ServiceUnavailableError
+from sop_llm.infra.database import transaction
+from sop_llm.infra.errors import NotFoundError
 from sop_llm.services.tasks.model import TaskRow, TaskStatus
+
+# A task that may still run.
+LIVE = (TaskStatus.PENDING, TaskStatus.PROCESSING)
 
 
 def now() -> datetime:
@@ -36,17 +39,8 @@ class TaskRepository:
         self._sessions = sessions
         self._webhook_grace_s = webhook_grace_s
 
-    @asynccontextmanager
-    async def _session(self) -> AsyncIterator[AsyncSession]:
-        try:
-            async with self._sessions() as session, session.begin():
-                yield session
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            if isinstance(exc, IntegrityError):
-                raise
-            raise ServiceUnavailableError(
-                f"the task database is unavailable ({type(exc).__name__}); retry shortly", retry_after=2
-            ) from exc
+    def _session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return transaction(self._sessions, "the task database")
 
     async def create(
         self,
@@ -316,3 +310,31 @@ class TaskRepository:
             values.update(webhook_due_at=None)
         async with self._session() as session:
             await session.execute(update(TaskRow).where(TaskRow.id == task_id).values(**values))
+
+    async def cancel_keyed(self, key_prefix: str) -> list[str]:
+        """Cancel every pending or processing task whose idempotency key starts with `key_prefix` (the chunks of
+        one batch); the ids of those that were processing, for their runners to stop."""
+        stamp = now()
+        live = (TaskRow.idempotency_key.startswith(key_prefix, autoescape=True), TaskRow.status.in_(LIVE))
+        async with self._session() as session:
+            running = list(
+                await session.scalars(select(TaskRow.id).where(*live, TaskRow.status == TaskStatus.PROCESSING))
+            )
+            await session.execute(
+                update(TaskRow)
+                .where(*live)
+                .values(status=TaskStatus.CANCELLED, finished_at=stamp, updated_at=stamp, lease_owner=None)
+            )
+        return running
+
+    async def count_keyed(self, key_prefix: str, statuses: tuple[TaskStatus, ...] = ()) -> int:
+        """How many tasks whose idempotency key starts with `key_prefix` are in `statuses` (default: pending or
+        processing)."""
+        async with self._session() as session:
+            found = await session.scalar(
+                select(func.count()).where(
+                    TaskRow.idempotency_key.startswith(key_prefix, autoescape=True),
+                    TaskRow.status.in_(statuses or LIVE),
+                )
+            )
+        return int(found or 0)
