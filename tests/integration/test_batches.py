@@ -331,3 +331,35 @@ def test_cli_submits_follows_and_downloads(server: LiveServer, tmp_path: Any) ->
         timeout=60,
     )
     assert missing.returncode != 0 and "404" in missing.stderr
+
+
+async def test_progress_shows_in_metrics_and_the_dashboard_feed(client: openai.OpenAI, server: LiveServer) -> None:
+    import asyncio
+
+    import websockets
+    from prometheus_client.parser import text_string_to_metric_families
+
+    lines: list[dict[str, Any] | str] = [chat_line(i, max_tokens=32) for i in range(100)]
+    batch_id = client.batches.create(
+        input_file_id=upload(client, jsonl(lines)), endpoint="/v1/chat/completions", completion_window="24h"
+    ).id
+    try:
+        url = server.url.replace("http://", "ws://") + "/api/v1/monitoring/ws"
+        async with websockets.connect(url) as socket, asyncio.timeout(60):  # the feed refreshes batches every 2 s
+            while True:
+                snapshot = json.loads(await socket.recv())
+                active = {b["id"]: b for b in snapshot["batches"]["active"]}
+                if batch_id in active and active[batch_id]["completed"] > 0:
+                    break
+        assert active[batch_id]["total"] == 100 and active[batch_id]["endpoint"] == "/v1/chat/completions"
+        assert snapshot["batches"]["by_status"]["in_progress"] >= 1
+        samples = {
+            (s.name, s.labels.get("status") or s.labels.get("state")): s.value
+            for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)
+            for s in family.samples
+            if s.name in ("sop_llm_batches", "sop_llm_batch_lines")
+        }
+        assert samples[("sop_llm_batches", "in_progress")] >= 1
+        assert samples[("sop_llm_batch_lines", "completed")] >= 1 and samples[("sop_llm_batch_lines", "waiting")] >= 1
+    finally:
+        client.batches.cancel(batch_id)

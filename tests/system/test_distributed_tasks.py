@@ -4,7 +4,9 @@ PostgreSQL and a redis-server that this module starts itself, so it can stop, pa
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -41,6 +43,8 @@ class Stack:
             "LLM_MAX_CONCURRENT_REQUESTS": "2",
             "LLAMA_N_THREADS": "1",  # two workers and the API share 2 cores; see README "Workers"
             "CONFIG_DIR": "config",
+            "FILES_DIR": tempfile.mkdtemp(prefix="sop-llm-files-"),
+            "BATCH_CONCURRENCY": "2",
             "LOG_LEVEL": "INFO",
         }
         self.port = free_port()
@@ -251,3 +255,63 @@ async def test_cancelling_reaches_the_worker_running_the_generation(stack: Stack
     row = await db.fetchrow("SELECT status, result FROM tasks WHERE id = $1", task_id)
     assert row["status"] == "cancelled"
     assert row["result"] is None
+
+
+async def test_2000_line_embeddings_batch_across_two_workers_one_killed_mid_run(
+    stack: Stack, db: asyncpg.Connection
+) -> None:
+    lines = [
+        {
+            "custom_id": f"line-{n}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "all-minilm-l6-v2", "input": f"Sentence {n} of the nightly job, about item {n * 13}."},
+        }
+        for n in range(2000)
+    ]
+    content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
+        upload = await client.post("/v1/files", files={"file": ("nightly.jsonl", content)}, data={"purpose": "batch"})
+        batch = (
+            await client.post("/v1/batches", json={"input_file_id": upload.json()["id"], "endpoint": "/v1/embeddings"})
+        ).json()
+        assert batch["status"] == "in_progress", batch
+        chunks = f"{batch['id']}/%"
+        # Kill a worker while it runs one of the batch's chunks, after some lines are done.
+        victim = stack.workers[0]
+        victim_owner = f"-{victim.pid}-"
+        deadline = time.monotonic() + 240
+        while True:
+            assert time.monotonic() < deadline, f"the victim never ran a chunk\n{stack.logs()}"
+            done = await db.fetchval(
+                "SELECT count(*) FROM batch_lines WHERE batch_id = $1 AND finished_at IS NOT NULL", batch["id"]
+            )
+            running = await db.fetch(
+                "SELECT id FROM tasks WHERE idempotency_key LIKE $1 AND status = 'processing' AND lease_owner LIKE $2",
+                chunks,
+                f"%{victim_owner}%",
+            )
+            assert done < 2000, "the batch finished before a worker could be killed; the test proves nothing"
+            if done > 0 and running:
+                break
+            await asyncio.sleep(0.02)
+        victim.kill()
+        interrupted = {r["id"] for r in running}
+        victim.start()
+
+        deadline = time.monotonic() + 300
+        while (batch := (await client.get(f"/v1/batches/{batch['id']}")).json())["status"] != "completed":
+            assert batch["status"] in ("in_progress", "finalizing"), batch
+            assert time.monotonic() < deadline, f"{batch}\n{stack.logs()}"
+            await asyncio.sleep(0.25)
+        assert batch["request_counts"] == {"total": 2000, "completed": 2000, "failed": 0}
+        assert batch["error_file_id"] is None
+        output = (await client.get(f"/v1/files/{batch['output_file_id']}/content")).text.splitlines()
+    ids = [json.loads(line)["custom_id"] for line in output]
+    assert len(ids) == 2000 and set(ids) == {f"line-{n}" for n in range(2000)}
+    attempts = {
+        r["id"]: r["attempts"]
+        for r in await db.fetch("SELECT id, attempts FROM tasks WHERE idempotency_key LIKE $1", chunks)
+    }
+    assert all(attempts[task_id] > 1 for task_id in interrupted)  # run again by a live worker
+    print(f"2,000-line batch: {len(attempts)} chunks, {len(interrupted)} interrupted by the kill")

@@ -167,7 +167,7 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
         limiter=RateLimiter(settings),
         metrics=metrics,
         database=database,
-        monitor=Monitor(metrics, cache, deployments, local, embeddings, repository.counts),
+        monitor=Monitor(metrics, cache, deployments, local, embeddings, repository.counts, batch_repository.overview),
         usage=usage,
         budgets=Budgets(
             sessions,

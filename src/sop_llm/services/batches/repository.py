@@ -202,3 +202,35 @@ class BatchRepository:
             if len(page) < READ_PAGE:
                 return
             start = page[-1].seq + 1
+
+    async def overview(self, active_listed: int = 10) -> dict[str, Any]:
+        """For monitoring: batches per status, and the progress of the oldest unfinished ones."""
+        async with self._session() as session:
+            counts = dict(
+                (await session.execute(select(BatchRow.status, func.count()).group_by(BatchRow.status))).all()
+            )
+            active = list(
+                await session.scalars(
+                    select(BatchRow)
+                    .where(
+                        BatchRow.status.in_([BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING, BatchStatus.FINALIZING])
+                    )
+                    .order_by(BatchRow.created_at)
+                    .limit(active_listed)
+                )
+            )
+        progress = await self.progress([row.id for row in active])
+        return {
+            "by_status": {str(status): int(n) for status, n in counts.items()},
+            "active": [
+                {
+                    "id": row.id,
+                    "endpoint": row.endpoint,
+                    "status": row.status,
+                    "total": row.total,
+                    "completed": progress[row.id].completed,
+                    "failed": progress[row.id].failed,
+                }
+                for row in active
+            ],
+        }

@@ -1,7 +1,7 @@
 """What the service looks like right now: a Prometheus collector that reads the services' own state
-at scrape time (cache, providers and circuits, models, memory, tasks), and the JSON snapshot the monitoring
-WebSocket sends every second. Task counts come from the database, refreshed in the background every
-REFRESH_SECONDS so neither a scrape nor a snapshot waits for it."""
+at scrape time (cache, providers and circuits, models, memory, tasks, batches), and the JSON snapshot the monitoring
+WebSocket sends every second. Task counts and batch progress come from the database, refreshed in the background
+every REFRESH_SECONDS so neither a scrape nor a snapshot waits for it."""
 
 from __future__ import annotations
 
@@ -24,6 +24,16 @@ from sop_llm.services.routing.deployments import Deployments
 
 REFRESH_SECONDS = 2.0
 TASK_STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
+BATCH_STATUSES = (
+    "validating",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "failed",
+    "expired",
+    "cancelling",
+    "cancelled",
+)
 
 
 class Monitor(Collector):
@@ -35,6 +45,7 @@ class Monitor(Collector):
         local: LocalModels,
         embeddings: EmbeddingManager,
         count_tasks: Callable[[], Awaitable[dict[str, int]]],
+        batch_overview: Callable[[], Awaitable[dict[str, Any]]],
     ) -> None:
         self._metrics = metrics
         self._cache = cache
@@ -42,6 +53,8 @@ class Monitor(Collector):
         self._local = local
         self._embeddings = embeddings
         self._count_tasks = count_tasks
+        self._batch_overview = batch_overview
+        self.batches: dict[str, Any] = {"by_status": {}, "active": []}
         self._process = psutil.Process()
         self.task_counts: dict[str, int] = dict.fromkeys(TASK_STATUSES, 0)
         self._refresh: asyncio.Task[None] | None = None
@@ -60,6 +73,7 @@ class Monitor(Collector):
             with contextlib.suppress(AppError):
                 counts = await self._count_tasks()
                 self.task_counts = {status: counts.get(status, 0) for status in TASK_STATUSES}
+                self.batches = await self._batch_overview()
             await asyncio.sleep(REFRESH_SECONDS)
 
     def _models(self) -> dict[str, str]:
@@ -99,7 +113,22 @@ class Monitor(Collector):
             tasks.add_metric([status], count)
         yield tasks
         yield GaugeMetricFamily("sop_llm_task_queue_depth", "Tasks waiting to run", value=self.task_counts["pending"])
+        yield from self._batch_metrics()
         yield GaugeMetricFamily("sop_llm_memory_rss_bytes", "Resident memory", value=self._process.memory_info().rss)
+
+    def _batch_metrics(self) -> Iterator[Metric]:
+        batches = GaugeMetricFamily("sop_llm_batches", "Batches by status", labels=["status"])
+        for status in BATCH_STATUSES:
+            batches.add_metric([status], self.batches["by_status"].get(status, 0))
+        lines = GaugeMetricFamily(
+            "sop_llm_batch_lines", "Lines of the unfinished batches (up to ten listed) by state", labels=["state"]
+        )
+        active = self.batches["active"]
+        completed, failed = sum(b["completed"] for b in active), sum(b["failed"] for b in active)
+        lines.add_metric(["completed"], completed)
+        lines.add_metric(["failed"], failed)
+        lines.add_metric(["waiting"], sum(b["total"] for b in active) - completed - failed)
+        yield from (batches, lines)
 
     def _scheduler_metrics(self) -> Iterator[Metric]:
         """Models on the batched llama.cpp scheduler: sequences, KV cache use and sequences per decode step."""
@@ -162,6 +191,7 @@ class Monitor(Collector):
             ],
             "models": models,
             "tasks": {**self.task_counts, "queue_depth": self.task_counts["pending"]},
+            "batches": self.batches,
         }
 
 
