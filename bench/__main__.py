@@ -9,10 +9,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import batching, embeddings, gateway, generation, structured, tasks
+from bench import batches, batching, embeddings, gateway, generation, structured, tasks
 from bench.service import Service
 
-PHASES = ["gateway", "startup", "generation", "embeddings", "structured output", "tasks", "batching"]
+PHASES = ["gateway", "startup", "generation", "embeddings", "batch API", "structured output", "tasks", "batching"]
 
 
 def main() -> None:
@@ -57,6 +57,10 @@ def main() -> None:
         step("embeddings")
         results["embeddings"] = emb
         print(embeddings.summary(emb))
+        batch_api = batches.run(service.url)
+        step("batch API")
+        results["batch_api"] = batch_api
+        print(batches.summary(batch_api))
         json_counts = structured.run(service.url)
         step("structured output")
         results["structured_output"] = json_counts

@@ -87,7 +87,9 @@ def run(url: str) -> dict[str, Any]:
         "vs_raw_torch": batch_rate / torch_rate,
         "vs_raw_served": batch_rate / served_rate,
         "interactive_idle_p50_ms": statistics.median(idle),
+        "interactive_idle_p95_ms": statistics.quantiles(idle, n=20)[18],
         "interactive_during_p50_ms": statistics.median(during) if during else float("nan"),
+        "interactive_during_p95_ms": statistics.quantiles(during, n=20)[18] if len(during) > 1 else float("nan"),
         "interactive_during_requests": len(during),
         "batch_with_interactive_per_s": LINES / busy_seconds,
         "batch_with_interactive_completed": busy["request_counts"]["completed"],
@@ -102,6 +104,7 @@ def summary(result: dict[str, Any]) -> str:
         f"batch-64 {result['raw_served_batch64_per_s']:.0f}/s (target >= 0.9) | interactive /v1/embeddings p50 "
         f"{result['interactive_idle_p50_ms']:.1f} ms idle, {result['interactive_during_p50_ms']:.1f} ms during a "
         f"batch ({result['interactive_during_p50_ms'] / result['interactive_idle_p50_ms']:.2f}x, target <= 2x; "
+        f"p95 {result['interactive_idle_p95_ms']:.1f} / {result['interactive_during_p95_ms']:.1f} ms; "
         f"{result['interactive_during_requests']} requests; that batch ran at "
         f"{result['batch_with_interactive_per_s']:.0f}/s)"
     )

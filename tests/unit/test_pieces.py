@@ -19,6 +19,7 @@ from sop_llm.infra.trace import trace_id_from_headers
 from sop_llm.providers.local.threaded import ThreadStream
 from sop_llm.providers.types import Chunk, Usage
 from sop_llm.services.embeddings.batcher import EmbeddingBatcher
+from sop_llm.services.priority import background
 
 pytestmark = pytest.mark.unit
 
@@ -100,6 +101,38 @@ async def test_batcher_coalesces_and_splits_large_requests() -> None:
         assert batcher.stats.texts == 10
         assert batcher.stats.max_batch == 4
         assert batcher.stats.batches == 3
+    finally:
+        await batcher.aclose()
+        executor.shutdown()
+
+
+async def test_background_texts_yield_to_a_request_that_arrives_meanwhile() -> None:
+    calls: list[list[str]] = []
+
+    def slow_encode(texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        calls.append(texts)
+        time.sleep(0.01)
+        return _encode(texts)
+
+    executor = ThreadPoolExecutor(1)
+    batcher = EmbeddingBatcher(slow_encode, executor, batch_size=8, wait_s=0, max_queue=1000)
+    batcher.start()
+
+    async def in_background(texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        background.set(True)
+        return await batcher.submit(texts)
+
+    try:
+        queued = asyncio.create_task(in_background([f"b{i:03d}" for i in range(200)]))
+        await asyncio.sleep(0.035)  # a few background batches in
+        (vectors, _), background_result = await asyncio.gather(batcher.submit(["interactive"]), queued)
+        assert vectors[:, 0].tolist() == [len("interactive")] and len(background_result[0]) == 200
+        served = next(i for i, texts in enumerate(calls) if "interactive" in texts)
+        before = [len(texts) for texts in calls[:served]]
+        assert served < len(calls) - 10, "the request waited for the background texts"
+        assert before[0] == 8  # full batches while nobody else asked
+        after = [len(texts) for texts in calls[served + 1 :]]
+        assert max(after) <= 4  # small ones while somebody did (within the last second)
     finally:
         await batcher.aclose()
         executor.shutdown()

@@ -15,6 +15,7 @@ from loguru import logger
 from sop_llm.infra.settings import Settings
 from sop_llm.services.batches.model import BatchLineRow, BatchRow, BatchStatus
 from sop_llm.services.batches.repository import BatchRepository, Outcome
+from sop_llm.services.priority import background
 from sop_llm.services.tasks.broker import BrokerDispatch
 from sop_llm.services.tasks.repository import TaskRepository
 
@@ -81,6 +82,7 @@ class BatchChunks:
         self.caller: LineCaller | None = None  # set by whoever runs tasks (the API app, or a worker)
 
     async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
+        background.set(True)  # for this job's task and the ones it starts: interactive requests go first
         batch = await self._batches.get(payload["batch_id"])
         chunk = int(payload["chunk"])
         if batch.status != BatchStatus.IN_PROGRESS:
