@@ -363,3 +363,46 @@ async def test_progress_shows_in_metrics_and_the_dashboard_feed(client: openai.O
         assert samples[("sop_llm_batch_lines", "completed")] >= 1 and samples[("sop_llm_batch_lines", "waiting")] >= 1
     finally:
         client.batches.cancel(batch_id)
+
+
+def test_a_batch_whose_chunks_were_lost_is_resumed_or_failed_line_by_line() -> None:
+    """The process that stored a batch may die before queueing its chunks, and a chunk may fail every attempt: the
+    API then queues the missing chunks itself, and fails the lines of a failed one, so every batch ends."""
+    import sqlite3
+
+    live = LiveServer(make_settings(TASKS_CONCURRENCY=1)).start()
+    try:
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0, timeout=60)
+        database = live.app.state.services.settings.database_url.split("///", 1)[1]
+        # Keep the only task slot busy, so the batches' chunk tasks stay queued while the test takes them away.
+        busy = httpx.post(
+            f"{live.url}/api/v1/tasks",
+            json={"kind": "generate", "payload": {"prompt": "Tell a long story:", "max_tokens": 400}},
+        ).json()["id"]
+        lost, failed = (
+            client.batches.create(
+                input_file_id=upload(client, jsonl([embedding_line(i) for i in range(20)])),
+                endpoint="/v1/embeddings",
+                completion_window="24h",
+            ).id
+            for _ in range(2)
+        )
+        with sqlite3.connect(database) as db:
+            assert db.execute("SELECT status FROM tasks WHERE id = ?", (busy,)).fetchone() == ("processing",)
+            gone = db.execute("DELETE FROM tasks WHERE idempotency_key LIKE ? AND status = 'pending'", (f"{lost}/%",))
+            broken = db.execute(
+                "UPDATE tasks SET status = 'failed', error = ? WHERE idempotency_key LIKE ? AND status = 'pending'",
+                ('{"code": "internal_error", "message": "worker crashed"}', f"{failed}/%"),
+            )
+            assert (gone.rowcount, broken.rowcount) == (1, 1)
+        resumed = wait_done(client, lost, timeout=120)
+        assert resumed.status == "completed" and resumed.request_counts is not None
+        assert (resumed.request_counts.completed, resumed.request_counts.failed) == (20, 0)
+        ended = wait_done(client, failed, timeout=120)
+        assert ended.status == "completed" and ended.request_counts is not None
+        assert (ended.request_counts.completed, ended.request_counts.failed) == (0, 20)
+        errors = results(client, ended.error_file_id)
+        assert {line["error"]["code"] for line in errors} == {"batch_line_failed"}
+        assert "worker crashed" in errors[0]["error"]["message"]
+    finally:
+        live.stop()

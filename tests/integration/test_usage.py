@@ -364,3 +364,51 @@ def test_metrics_and_the_monitoring_feed_need_admin(deployment: Deployment) -> N
             assert json.loads(await socket.recv())["type"] == "snapshot"
 
     asyncio.run(feed())
+
+
+def test_a_batch_runs_as_its_owner_on_their_budget_and_is_theirs_alone(deployment: Deployment) -> None:
+    owner_id, owner = deployment.key("nightly job")
+    _, stranger = deployment.key("stranger")
+    _budget(deployment, key_id=owner_id, tokens_per_day=35)  # five answers of 7 tokens
+    lines = [
+        {
+            "custom_id": f"q{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "remote", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 2},
+        }
+        for i in range(8)
+    ]
+    client, other = deployment.client(owner), deployment.client(stranger)
+    upload = client.files.create(
+        file=("q.jsonl", "".join(json.dumps(line) + "\n" for line in lines).encode()), purpose="batch"
+    )
+    with pytest.raises(openai.NotFoundError):
+        other.files.retrieve(upload.id)
+    with pytest.raises(openai.BadRequestError, match="input_file_id"):
+        other.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+    batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        other.batches.retrieve(batch.id)
+    assert batch.id not in [b.id for b in other.batches.list()]
+    deadline = time.monotonic() + 120
+    while (batch := client.batches.retrieve(batch.id)).status != "completed":
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.2)
+
+    answered = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
+    refused = [json.loads(line) for line in client.files.content(batch.error_file_id).text.splitlines()]
+    assert len(answered) + len(refused) == 8 and len(refused) >= 3
+    spent = sum(line["response"]["body"]["usage"]["total_tokens"] for line in answered)
+    assert spent <= 35
+    assert {(line["response"]["status_code"], line["response"]["body"]["error"]["code"]) for line in refused} == {
+        (429, "budget_exceeded")
+    }
+    with pytest.raises(openai.NotFoundError):
+        other.files.content(batch.output_file_id)  # type: ignore[arg-type]
+    # Each line is one request of the owner's (a refused one under model `-`, as it reached no model).
+    deadline = time.monotonic() + 10  # usage is flushed every USAGE_FLUSH_SECONDS
+    while (mine := deployment.usage(owner)["totals"])["requests"] < 8:
+        assert time.monotonic() < deadline, mine
+        time.sleep(0.5)
+    assert mine["total_tokens"] == spent and mine["requests"] == 8 and mine["errors"] == len(refused)

@@ -174,15 +174,25 @@ class BatchRepository:
             connection = await session.connection()  # executemany on the Core connection, not the ORM's bulk path
             await connection.execute(statement, params)
 
-    async def close_open_lines(self, batch_id: str, error: dict[str, Any]) -> int:
-        """Give every line still without an outcome `error` (the batch expired or its work failed for good)."""
+    async def close_open_lines(
+        self, batch_id: str, error: dict[str, Any], first: int = 0, last: int | None = None
+    ) -> int:
+        """Give every line (of seq `first`..`last`) still without an outcome `error`: the batch expired, or the
+        work on them failed for good."""
+        where = [BatchLineRow.batch_id == batch_id, BatchLineRow.finished_at.is_(None), BatchLineRow.seq >= first]
+        if last is not None:
+            where.append(BatchLineRow.seq <= last)
         async with self._session() as session:
-            outcome = await session.execute(
-                update(BatchLineRow)
-                .where(BatchLineRow.batch_id == batch_id, BatchLineRow.finished_at.is_(None))
-                .values(error=error, finished_at=now())
-            )
+            outcome = await session.execute(update(BatchLineRow).where(*where).values(error=error, finished_at=now()))
             return int(outcome.rowcount)  # type: ignore[attr-defined]
+
+    async def open_chunks(self, batch_id: str, chunk_lines: int) -> list[int]:
+        """The chunks (by number) that still have lines without an outcome, in order."""
+        async with self._session() as session:
+            seqs = await session.scalars(
+                select(BatchLineRow.seq).where(BatchLineRow.batch_id == batch_id, BatchLineRow.finished_at.is_(None))
+            )
+            return sorted({seq // chunk_lines for seq in seqs})
 
     async def lines(self, batch_id: str) -> AsyncIterator[BatchLineRow]:
         """Every line of the batch in order, read a page at a time."""

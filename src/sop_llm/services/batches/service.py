@@ -182,13 +182,26 @@ class BatchService:
             return
         progress = (await self.repository.progress([row.id]))[row.id]
         if progress.finished < row.total:
-            if await self._queue.tasks.count_keyed(chunk_key(row.id)):
-                return  # chunks are queued or running
-            # No chunk is left to run the open lines: a chunk used up its attempts, so its successors never came.
-            error = {"code": "batch_line_failed", "message": "the task that ran this line failed; see the task log"}
-            closed = await self.repository.close_open_lines(row.id, error)
-            logger.warning("batch {}: {} line(s) left without a runner were failed", row.id, closed)
+            if not await self._queue.tasks.count_keyed(chunk_key(row.id)):
+                await self._resume(row)  # no chunk is queued or running, yet lines are open
+            return
         await self._finalize(row, BatchStatus.IN_PROGRESS, BatchStatus.COMPLETED)
+
+    async def _resume(self, row: BatchRow) -> None:
+        """Queue the next chunks with open lines again: their chain was cut (the process that stored the batch died
+        before queueing its chunks, or a chunk failed and so never queued its successor). A chunk whose own task
+        ended without answering its lines (it failed every attempt) gets their lines failed."""
+        for chunk in (await self.repository.open_chunks(row.id, row.chunk_lines))[: self._settings.batch_concurrency]:
+            task = await self._queue.tasks.find_by_key(chunk_key(row.id, chunk))
+            if task is None:
+                logger.info("batch {}: chunk {} was never queued; queueing it", row.id, chunk)
+                await self._queue.queue(row, chunk)
+                continue
+            reason = (task.error or {}).get("message") or f"it ended {task.status}"
+            error = {"code": "batch_line_failed", "message": f"the task that ran this line failed: {reason}"}
+            first = chunk * row.chunk_lines
+            closed = await self.repository.close_open_lines(row.id, error, first, first + row.chunk_lines - 1)
+            logger.warning("batch {}: chunk {} task {} {}; {} line(s) failed", row.id, chunk, task.id, reason, closed)
 
     @staticmethod
     def _end_state(row: BatchRow) -> BatchStatus:

@@ -24,7 +24,26 @@ router = APIRouter(tags=["batches"])
 COPY_CHUNK = 1024 * 1024
 
 
-@router.post("/files")
+UPLOAD_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": ["batch"]},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/files", openapi_extra=UPLOAD_FORM)
 async def upload_file(request: Request, services: ServicesDep) -> Response:
     """Multipart form: `file` (a JSONL file, one request per line) and `purpose` (`batch`)."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
