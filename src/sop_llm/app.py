@@ -41,6 +41,7 @@ from sop_llm.api.openai.responses import routes as openai_responses
 from sop_llm.infra.logging import setup_logging
 from sop_llm.infra.model_config import ConfigError
 from sop_llm.infra.settings import Settings
+from sop_llm.migrations import needs_upgrade, upgrade
 from sop_llm.services.container import build_services
 
 
@@ -70,9 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.migrate_on_startup:
-            from sop_llm.migrations import upgrade
-
+        if settings.migrate_on_startup and await needs_upgrade(services.database):
             await asyncio.to_thread(upgrade, settings.database_url)
         services.serve_batches(InProcessCaller(services), finalize=True)
         await services.start()

@@ -276,3 +276,80 @@ async def test_admission_is_bounded_by_the_slots_and_the_wait_queue(batched: Liv
     assert all(r.json()["usage"]["completion_tokens"] == 60 for r in replies if r.status_code == 200)
     assert all(text.startswith(" 6, 7, 8, 9, 10") for text in texts), texts
     assert batched.model_stats(MODEL)["peak_active"] == PARALLEL
+
+
+async def test_n_choices_and_logprobs_through_the_sdk(batched: LiveServer) -> None:
+    import math
+
+    client = _client(batched)
+    chat = [{"role": "user", "content": "Name a colour."}]
+    answer = await client.chat.completions.create(
+        model=MODEL, messages=chat, max_tokens=6, temperature=0.9, seed=7, n=2, logprobs=True, top_logprobs=3
+    )
+    assert [c.index for c in answer.choices] == [0, 1]
+    for choice in answer.choices:
+        assert choice.logprobs is not None and choice.logprobs.content
+        text = "".join(entry.token for entry in choice.logprobs.content)
+        assert text.startswith(choice.message.content or "")  # the tokens spell the answer
+        for entry in choice.logprobs.content:
+            assert entry.logprob <= 0 and bytes(entry.bytes or []) == entry.token.encode()
+            assert len(entry.top_logprobs) == 3
+            best = [alt.logprob for alt in entry.top_logprobs]
+            assert best == sorted(best, reverse=True)
+            assert entry.logprob <= best[0] + 1e-9  # no token is likelier than the likeliest
+            assert sum(math.exp(lp) for lp in best) <= 1 + 1e-6
+    # Greedy: every token is the likeliest one, and a second run gives the same log probabilities.
+    greedy = [
+        await client.chat.completions.create(
+            model=MODEL, messages=chat, max_tokens=6, temperature=0, logprobs=True, top_logprobs=1
+        )
+        for _ in range(2)
+    ]
+    first, second = (g.choices[0].logprobs.content for g in greedy)  # type: ignore[union-attr]
+    assert answer.usage is not None and greedy[0].usage is not None
+    assert answer.usage.prompt_tokens == greedy[0].usage.prompt_tokens  # the prompt is counted once for n=2
+    assert first is not None and second is not None
+    for entry in first:
+        assert entry.token == entry.top_logprobs[0].token
+    assert [round(e.logprob, 4) for e in first] == [round(e.logprob, 4) for e in second]
+    # Legacy completions: logprobs as parallel lists, and several prompts at once.
+    legacy = await client.completions.create(
+        model=MODEL, prompt=["1, 2, 3,", "a, b, c,"], max_tokens=4, temperature=0, logprobs=2, n=2
+    )
+    assert len(legacy.choices) == 4 and [c.index for c in legacy.choices] == [0, 1, 2, 3]
+    assert legacy.choices[0].text == legacy.choices[1].text  # greedy: the same choice twice
+    lp = legacy.choices[0].logprobs
+    assert lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs and lp.text_offset is not None
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset)
+    assert lp.text_offset[0] == 0 and all(len(alts) == 2 for alts in lp.top_logprobs)
+    # Streaming carries the log probabilities of the tokens in each chunk.
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=chat, max_tokens=6, temperature=0, logprobs=True, stream=True
+    )
+    streamed = [
+        entry
+        async for chunk in stream
+        for choice in chunk.choices
+        if choice.logprobs
+        for entry in choice.logprobs.content or []
+    ]
+    assert [e.token for e in streamed] == [e.token for e in first]
+
+
+async def test_what_cannot_be_served_is_refused_with_400(batched: LiveServer, server: LiveServer) -> None:
+    import openai
+
+    client = _client(batched)
+    chat = [{"role": "user", "content": "Hi"}]
+    with pytest.raises(openai.BadRequestError, match="stream"):
+        await client.chat.completions.create(model=MODEL, messages=chat, n=2, stream=True)
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+        await client.chat.completions.create(model=MODEL, messages=chat, top_logprobs=2)
+    with pytest.raises(openai.NotFoundError):  # every choice fails alike: the request fails as one would
+        await client.completions.create(model="no-such-model", prompt=["a", "b"], n=2)
+    with pytest.raises(openai.BadRequestError, match="at most 16"):
+        await client.completions.create(model=MODEL, prompt=["a"] * 9, n=2)
+    # The shipped model runs on the serial scheduler, which keeps no logits.
+    serial = AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="scheduler: batched"):
+        await serial.chat.completions.create(model=MODEL, messages=chat, logprobs=True, max_tokens=2)

@@ -119,3 +119,29 @@ def test_config_files_see_values_from_dot_env(tmp_path: Path, monkeypatch: pytes
     env = config_environment(str(tmp_path / ".env"))
     assert env["SOP_TEST_FROM_FILE"] == "file"
     assert env["SOP_TEST_BOTH"] == "process"  # the process environment wins, as in Settings
+
+
+def test_startup_knows_the_newest_migration() -> None:
+    from alembic.script import ScriptDirectory
+
+    from sop_llm.migrations import HEAD, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() == HEAD
+
+
+async def test_startup_migrates_a_database_only_when_it_is_behind(tmp_path: Path) -> None:
+    import asyncio
+
+    from sop_llm.infra.database import create_engine
+    from sop_llm.migrations import needs_upgrade, upgrade
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/fresh.db"
+    engine = create_engine(Settings(_env_file=None, DATABASE_URL=url))  # type: ignore[call-arg]
+    try:
+        assert await needs_upgrade(engine)
+        await asyncio.to_thread(upgrade, url, "0007")
+        assert await needs_upgrade(engine)
+        await asyncio.to_thread(upgrade, url)
+        assert not await needs_upgrade(engine)
+    finally:
+        await engine.dispose()

@@ -26,6 +26,11 @@ class GenerationProvider(ABC):
         self.model_config = model
         self.provider_config = provider
 
+    @property
+    def logprobs(self) -> bool:
+        """Whether it reports tokens' log probabilities (GenerationRequest.logprobs)."""
+        return False
+
     async def load(self) -> None:  # noqa: B027 - providers without a load step keep the default
         """Load weights or open connections. Runs in the background at startup or on request."""
 

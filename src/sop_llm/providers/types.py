@@ -59,6 +59,8 @@ class GenerationRequest:
     json_mode: JsonMode | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    # Report each generated token's log probability and this many most likely alternatives (None: report none).
+    logprobs: int | None = None
 
     def prompt_chars(self) -> int:
         if self.prompt is not None:
@@ -83,6 +85,17 @@ class Usage:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A generated token: its text, its bytes (a token can be part of a UTF-8 character), its log probability
+    under the model, and the most likely tokens at that position with theirs."""
+
+    token: str
+    raw: bytes
+    logprob: float
+    top: tuple[tuple[str, bytes, float], ...] = ()
+
+
 @dataclass(slots=True)
 class Chunk:
     """A piece of a streamed answer. The last chunk carries `finish_reason` and `usage`.
@@ -97,6 +110,7 @@ class Chunk:
     tool_calls: list[dict[str, Any]] | None = None
     constraint: Constraint | None = None  # on the last chunk of a JSON request
     json: Any = None  # the structured-output verdict, added to the last chunk by the JSON pipeline
+    logprobs: list[TokenLogprob] | None = None  # of the tokens generated since the previous chunk, when asked
 
 
 @dataclass(slots=True)
@@ -106,6 +120,7 @@ class Completion:
     usage: Usage
     tool_calls: list[dict[str, Any]] | None = None
     constraint: Constraint | None = None  # for JSON requests: how the provider constrained the output
+    logprobs: list[TokenLogprob] | None = None  # one per generated token, when asked
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sop_llm.infra.errors import BadRequestError, UnsupportedFeatureError
 from sop_llm.providers.types import MAX_TOKENS_BOUND, SEED_MAX, SEED_MIN, ChatMessage, JsonMode
 
+# The most choices one request may ask for (`n`); each is a generation of its own.
+MAX_CHOICES = 16
+
 
 class _Tolerant(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
@@ -75,12 +78,20 @@ class _SamplingBody(_Tolerant):
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_BOUND)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
+    n: int = Field(1, ge=1, le=MAX_CHOICES, description=f"choices to generate (at most {MAX_CHOICES}); not with stream")
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     fallbacks: list[str] | None = Field(None, description="non-standard: models to try in order if this one fails")
+
+    def choices(self) -> int:
+        if self.n > 1 and self.stream:
+            raise BadRequestError(
+                "n: a stream carries one choice here; send stream: false, or n separate streaming requests",
+                param="n",
+            )
+        return self.n
 
     def stops(self) -> list[str]:
         if self.stop is None:
@@ -101,27 +112,40 @@ class ChatCompletionRequest(_SamplingBody):
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
     def token_limit(self, default: int) -> int:
         return self.max_completion_tokens or self.max_tokens or default
+
+    def logprob_alternatives(self) -> int | None:
+        """GenerationRequest.logprobs: None, or how many alternatives to list per token."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise BadRequestError("top_logprobs: needs logprobs: true", param="top_logprobs")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(_SamplingBody):
     prompt: str | list[str] | list[int] | list[list[int]]
     response_format: ResponseFormat | None = None
+    logprobs: int | None = Field(None, ge=0, le=5, description="log probabilities, with this many alternatives")
 
-    def prompt_text(self) -> str:
+    def prompt_texts(self) -> list[str]:
+        """One prompt or several (each gets `n` choices); token arrays are refused."""
         prompt = self.prompt
-        if isinstance(prompt, list):
-            if len(prompt) != 1 or not isinstance(prompt[0], str):
-                raise BadRequestError(
-                    "prompt: send one string (token arrays and batches of prompts are not supported)",
-                    param="prompt",
-                )
-            prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise BadRequestError("prompt: send a string", param="prompt")
-        return prompt
+        prompts = prompt if isinstance(prompt, list) else [prompt]
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise BadRequestError(
+                "prompt: send a string or a list of strings (token arrays are not supported)", param="prompt"
+            )
+        if len(prompts) * self.n > MAX_CHOICES:
+            raise BadRequestError(
+                f"prompt: {len(prompts)} prompts × n={self.n} choices; at most {MAX_CHOICES} per request",
+                param="prompt",
+            )
+        if len(prompts) > 1 and self.stream:
+            raise BadRequestError("prompt: a stream carries one prompt here; send stream: false", param="prompt")
+        return [str(p) for p in prompts]
 
 
 class EmbeddingRequest(_Tolerant):

@@ -205,6 +205,12 @@ class LlamaCppProvider(GenerationProvider):
             )
         return bytes(llama.detokenize(tokens, special=True)).decode("utf-8", "replace")
 
+    @property
+    def logprobs(self) -> bool:
+        """The batched scheduler reads each step's logits; the serial one (llama-cpp-python's Llama) keeps them only
+        with `logits_all`, which slows every request."""
+        return self.model_config.scheduler == "batched"
+
     def stats(self) -> dict[str, int]:
         if self._scheduler is None:
             return self.counters.snapshot(idle_instances=self._pool.qsize())
@@ -244,7 +250,7 @@ class LlamaCppProvider(GenerationProvider):
         tool_calls = parse_tool_call(last.text, plan.tool_names) if plan is not None else None
         if tool_calls:
             return Completion(text="", finish_reason="tool_calls", usage=last.usage, tool_calls=tool_calls)
-        return Completion(last.text, last.finish_reason, last.usage, constraint=last.constraint)
+        return Completion(last.text, last.finish_reason, last.usage, constraint=last.constraint, logprobs=last.logprobs)
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         if request.tools:
@@ -301,7 +307,9 @@ class LlamaCppProvider(GenerationProvider):
             grammar=(grammar._grammar, grammar._root) if grammar is not None else None,
         )
         max_tokens = min(request.max_tokens, n_ctx - len(tokens))
-        return scheduler.run(lambda emit: Job(tokens, max_tokens, stop, sampling, per_token, constraint, emit))
+        return scheduler.run(
+            lambda emit: Job(tokens, max_tokens, stop, sampling, per_token, constraint, emit, request.logprobs)
+        )
 
     def _check_length(self, tokens: list[int], n_ctx: int) -> None:
         if len(tokens) >= n_ctx:

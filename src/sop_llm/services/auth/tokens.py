@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jwt
-
 from sop_llm.infra.errors import AuthenticationError
 from sop_llm.infra.settings import Settings
 from sop_llm.services.auth.principal import Principal
@@ -27,6 +25,8 @@ class TokenVerifier:
         return bool(self._secret or self._public_key)
 
     def verify(self, token: str) -> Principal:
+        import jwt  # with cryptography, a third of a second of startup for a deployment that may take no JWTs
+
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
         except jwt.InvalidTokenError:

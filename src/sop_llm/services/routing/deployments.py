@@ -15,7 +15,7 @@ from typing import Any
 
 from loguru import logger
 
-from sop_llm.infra.errors import AppError
+from sop_llm.infra.errors import AppError, UnsupportedFeatureError
 from sop_llm.infra.settings import Settings
 from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.types import Chunk, Completion, GenerationRequest, Health
@@ -99,12 +99,14 @@ class Deployments:
     # -- calls ----------------------------------------------------------------------------------------
     async def generate_on(self, name: str, request: GenerationRequest) -> Completion:
         deployment = self.deployments[name]
+        _check_supported(deployment.provider, request)
         if deployment.provider.local:
             return await self._local.generate_admitted(name, request)
         return await deployment.provider.generate(request)  # remote providers enforce their own `timeout`
 
     def stream_on(self, name: str, request: GenerationRequest) -> AsyncIterator[Chunk]:
         deployment = self.deployments[name]
+        _check_supported(deployment.provider, request)
         if deployment.provider.local:
             return self._local.stream_admitted(name, request)
         return deployment.provider.stream(request)
@@ -166,3 +168,12 @@ class Deployments:
                 entry["base_url"] = provider.provider_config.base_url
             described.append(entry)
         return described
+
+
+def _check_supported(provider: GenerationProvider, request: GenerationRequest) -> None:
+    if request.logprobs is not None and not provider.logprobs:
+        raise UnsupportedFeatureError(
+            f"logprobs: model '{provider.name}' cannot report log probabilities; llama.cpp models on the batched "
+            "scheduler can (`scheduler: batched` in config/models.yaml)",
+            param="logprobs",
+        )

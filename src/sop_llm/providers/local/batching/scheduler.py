@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import llama_cpp
+import numpy as np
 from loguru import logger
 
 from sop_llm.infra.errors import ProviderError, ProviderInitializationError
@@ -28,7 +29,7 @@ from sop_llm.providers.local.batching.sampling import build_sampler, free_sample
 from sop_llm.providers.local.batching.slots import Emit, Job, Slot, common_prefix
 from sop_llm.providers.local.batching.stats import BATCH_SIZE_BUCKETS, SchedulerSnapshot
 from sop_llm.providers.local.threaded import Counters
-from sop_llm.providers.types import Chunk, FinishReason, Usage
+from sop_llm.providers.types import Chunk, FinishReason, TokenLogprob, Usage
 
 
 @dataclass(frozen=True)
@@ -277,8 +278,31 @@ class BatchScheduler:
             self._fail_all(f"llama.cpp could not decode the batch (status {status}); retry")
             return
         for slot, row in rows:
+            assert slot.job is not None
+            distribution = self._log_softmax(row) if slot.job.logprobs is not None else None
             token = llama_cpp.llama_sampler_sample(slot.sampler, self._ctx, row)
+            if distribution is not None and not llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                slot.logprobs.append(self._token_logprob(distribution, token, slot.job.logprobs or 0))
             self._on_token(slot, token)
+
+    def _log_softmax(self, row: int) -> np.ndarray:
+        """The model's log probabilities over the vocabulary at batch row `row` (before any sampling setting)."""
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row), shape=(self._n_vocab,))
+        shifted = logits.astype(np.float64) - float(logits.max())
+        return shifted - float(np.log(np.exp(shifted).sum()))
+
+    def _token_logprob(self, distribution: np.ndarray, token: int, alternatives: int) -> TokenLogprob:
+        top: tuple[tuple[str, bytes, float], ...] = ()
+        if alternatives:
+            best = np.argpartition(distribution, -alternatives)[-alternatives:]
+            best = best[np.argsort(distribution[best])[::-1]]
+            top = tuple(self._described(int(t), distribution) for t in best)
+        text, raw, logprob = self._described(token, distribution)
+        return TokenLogprob(text, raw, logprob, top)
+
+    def _described(self, token: int, distribution: np.ndarray) -> tuple[str, bytes, float]:
+        raw = self._piece(token)
+        return raw.decode("utf-8", errors="replace"), raw, float(distribution[token])
 
     def _evict_idle_caches(self) -> bool:
         idle = [s for s in self._slots if s.job is None and s.cached]
@@ -308,7 +332,7 @@ class BatchScheduler:
             self._finish(slot, "length", out + slot.text.flush())
         else:
             if out and job.per_token:
-                job.emit(Chunk(text=out))
+                job.emit(Chunk(text=out, logprobs=slot.take_logprobs()))
             slot.next_token = token
 
     def _finish(self, slot: Slot, reason: FinishReason, tail: str) -> None:
@@ -319,10 +343,11 @@ class BatchScheduler:
         usage = Usage(len(job.prompt), completion_tokens)
         if job.per_token:
             if tail:
-                job.emit(Chunk(text=tail))
-            final = Chunk(finish_reason=reason, usage=usage, constraint=job.constraint)
+                job.emit(Chunk(text=tail, logprobs=slot.take_logprobs()))
+            final = Chunk(finish_reason=reason, usage=usage, constraint=job.constraint, logprobs=slot.take_logprobs())
         else:
-            final = Chunk(text=text, finish_reason=reason, usage=usage, constraint=job.constraint)
+            logprobs = slot.take_logprobs()
+            final = Chunk(text=text, finish_reason=reason, usage=usage, constraint=job.constraint, logprobs=logprobs)
         job.emit(final)
         self._release(slot, clear=False)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sop_llm.providers.local.batching.sampling import SamplingParams
-from sop_llm.providers.types import Chunk, Constraint
+from sop_llm.providers.types import Chunk, Constraint, TokenLogprob
 
 Emit = Callable[[Chunk | BaseException | None], None]
 
@@ -31,6 +31,7 @@ class Job:
     per_token: bool
     constraint: Constraint | None
     emit: Emit
+    logprobs: int | None = None  # report log probabilities with this many alternatives (None: none)
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -81,10 +82,18 @@ class Slot:
         self.next_token: int | None = None  # sampled, to be decoded at the next step
         self.generated = 0
         self.text = StopText([])
+        self.logprobs: list[TokenLogprob] = []  # of tokens not yet sent (streams) or of all tokens (otherwise)
 
     @property
     def prefilling(self) -> bool:
         return self.job is not None and self.fed < len(self.job.prompt)
+
+    def take_logprobs(self) -> list[TokenLogprob] | None:
+        """The log probabilities gathered since the last call, for the chunk being sent (None when not asked)."""
+        if self.job is None or self.job.logprobs is None:
+            return None
+        taken, self.logprobs = self.logprobs, []
+        return taken
 
     def start(self, job: Job, sampler: Any, reused: int) -> None:
         self.job = job
@@ -94,6 +103,7 @@ class Slot:
         self.next_token = None
         self.generated = 0
         self.text = StopText(job.stop)
+        self.logprobs = []
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
