@@ -21,7 +21,8 @@ CASES = [
     (CHAT, {"model": "smollm2", "messages": MSG, "max_tokens": "many"}, 400, "validation_error", "max_tokens"),
     (CHAT, {"model": "smollm2", "messages": MSG, "temperature": 7}, 400, "validation_error", "temperature"),
     (CHAT, {"model": "smollm2", "messages": [{"role": "wizard", "content": "x"}]}, 400, "validation_error", "role"),
-    (CHAT, {"model": "smollm2", "messages": MSG, "n": 3}, 400, "validation_error", "less than or equal to 1"),
+    (CHAT, {"model": "smollm2", "messages": MSG, "n": 17}, 400, "validation_error", "less than or equal to 16"),
+    (CHAT, {"model": "smollm2", "messages": MSG, "logit_bias": {"x": 1}}, 400, "invalid_request", "token ids"),
     (CHAT, {"model": "nope", "messages": MSG}, 404, "model_not_found", "nope"),
     (CHAT, {"model": "smollm2", "messages": [{"role": "user", "content": "x" * 9000}]}, 400, "prompt_too_long", "8000"),
     (

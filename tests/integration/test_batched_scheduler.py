@@ -353,3 +353,39 @@ async def test_what_cannot_be_served_is_refused_with_400(batched: LiveServer, se
     serial = AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.BadRequestError, match="scheduler: batched"):
         await serial.chat.completions.create(model=MODEL, messages=chat, logprobs=True, max_tokens=2)
+
+
+@pytest.mark.parametrize("scheduler", ["batched", "serial"])
+async def test_top_k_min_p_logit_bias_and_penalties_reach_the_sampler(
+    scheduler: str, batched: LiveServer, server: LiveServer
+) -> None:
+    live = batched if scheduler == "batched" else server
+    client = AsyncOpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    chat = [{"role": "user", "content": "Write one sentence about the sea."}]
+
+    async def say(max_tokens: int = 12, **settings: object) -> str:
+        answer = await client.chat.completions.create(  # type: ignore[call-overload]
+            model=MODEL, messages=chat, max_tokens=max_tokens, **settings
+        )
+        return str(answer.choices[0].message.content)
+
+    greedy = await say(temperature=0)
+    # Keeping only the likeliest token makes any temperature and seed greedy.
+    assert await say(temperature=1.5, seed=1, extra_body={"top_k": 1}) == greedy
+    assert await say(temperature=1.5, seed=2, extra_body={"top_k": 1}) == greedy
+    assert await say(temperature=1.5, seed=3, extra_body={"min_p": 1.0}) == greedy
+    # A large bias makes a token the answer.
+    token = httpx.post(f"{live.url}/tokenize", json={"model": MODEL, "prompt": " banana", "add_special_tokens": False})
+    banana = token.json()["tokens"][0]
+    assert (await say(temperature=0, logit_bias={str(banana): 100}, max_tokens=3)).count("banana") == 3
+    # Penalties change what a greedy answer repeats.
+    echo = [{"role": "user", "content": "Repeat after me: yes yes yes yes yes yes yes yes"}]
+    plain = await client.chat.completions.create(model=MODEL, messages=echo, max_tokens=16, temperature=0)
+    penalised = await client.chat.completions.create(
+        model=MODEL, messages=echo, max_tokens=16, temperature=0, frequency_penalty=2.0, presence_penalty=2.0
+    )
+    words = [str(a.choices[0].message.content).lower().count("yes") for a in (plain, penalised)]
+    assert words[1] < words[0], words
+    with pytest.raises(Exception, match="outside model") as refused:
+        await say(temperature=0, logit_bias={"99999999": 5})
+    assert getattr(refused.value, "status_code", None) == 400

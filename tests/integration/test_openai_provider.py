@@ -150,3 +150,20 @@ def test_health_uses_the_model_list(service: LiveServer) -> None:
         service_health = httpx.get(f"{service.url}/api/v1/providers").json()["providers"][0]
     assert service_health["health"] == {**service_health["health"], "ok": True, "detail": "model list answered"}
     assert service_health["type"] == "openai"
+
+
+def test_sampling_settings_reach_the_upstream(client: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "Write one sentence about the sea."}]
+
+    def say(**settings: object) -> str:
+        answer = client.chat.completions.create(  # type: ignore[call-overload]
+            model="remote-smol", messages=messages, max_tokens=12, **settings
+        )
+        return str(answer.choices[0].message.content)
+
+    greedy = say(temperature=0)
+    # top_k (llama.cpp's server takes it, as vLLM does) of 1 makes a hot, seeded draw greedy.
+    assert say(temperature=1.5, seed=5, extra_body={"top_k": 1}) == greedy
+    assert say(temperature=1.5, seed=6, extra_body={"top_k": 1}) == greedy
+    with pytest.raises(openai.BadRequestError, match="log probabilities"):
+        client.chat.completions.create(model="remote-smol", messages=messages, max_tokens=2, logprobs=True)

@@ -61,6 +61,13 @@ class GenerationRequest:
     tool_choice: Any = None
     # Report each generated token's log probability and this many most likely alternatives (None: report none).
     logprobs: int | None = None
+    # Further sampling settings; None / neutral values leave the provider's own defaults.
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit
 
     def prompt_chars(self) -> int:
         if self.prompt is not None:

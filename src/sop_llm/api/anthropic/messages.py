@@ -35,6 +35,7 @@ def _generation(body: MessagesRequest) -> GenerationRequest:
         max_tokens=body.max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
+        top_k=body.top_k,
         json_mode=JsonMode(answer_format.schema_) if answer_format else None,  # through the JSON pipeline
         tools=tools,
         tool_choice=tool_choice,

@@ -81,7 +81,7 @@ class MessagesRequest(Conversation):
     stop_sequences: list[Annotated[str, Field(min_length=1)]] | None = None
     temperature: float = Field(1.0, ge=0, le=1)
     top_p: float = Field(1.0, ge=0, le=1)
-    top_k: int | None = Field(None, ge=0, description="accepted; the service's samplers do not take it")
+    top_k: int | None = Field(None, ge=0, le=100_000, description="sample from the k likeliest tokens only")
     metadata: Metadata | None = None
     output_config: OutputConfig | None = None
     stream: bool = False

@@ -37,6 +37,7 @@ def _chat_request(body: ChatCompletionRequest, default_max: int) -> GenerationRe
         tools=body.tools,
         tool_choice=body.tool_choice,
         logprobs=body.logprob_alternatives(),
+        **body.sampling(),
     )
 
 
@@ -146,6 +147,7 @@ async def completions(body: CompletionRequest, request: Request, services: Servi
             seed=body.seed,
             json_mode=body.response_format.to_json_mode() if body.response_format else None,
             logprobs=body.logprobs,
+            **body.sampling(),
         )
         for prompt in body.prompt_texts()
     ]

@@ -83,7 +83,31 @@ class _SamplingBody(_Tolerant):
     stream: bool = False
     stream_options: StreamOptions | None = None
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = Field(None, max_length=1024, description="token id -> bias (-100..100)")
+    top_k: int | None = Field(None, ge=0, le=100_000, description="non-standard (as vLLM): the k likeliest tokens")
+    min_p: float | None = Field(None, ge=0, le=1, description="non-standard (as vLLM): drop tokens below p × best")
+    repetition_penalty: float = Field(1.0, gt=0, le=2, description="non-standard (as vLLM): 1 is none")
     fallbacks: list[str] | None = Field(None, description="non-standard: models to try in order if this one fails")
+
+    def sampling(self) -> dict[str, Any]:
+        """The GenerationRequest fields for the sampling settings beyond temperature, top_p and seed."""
+        bias: dict[int, float] = {}
+        for key, value in (self.logit_bias or {}).items():
+            if not key.lstrip("-").isdigit() or not -100 <= value <= 100:
+                raise BadRequestError(
+                    f"logit_bias: '{key}': keys are token ids and biases lie in -100..100", param="logit_bias"
+                )
+            bias[int(key)] = value
+        return {
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "repetition_penalty": self.repetition_penalty,
+            "logit_bias": bias or None,
+        }
 
     def choices(self) -> int:
         if self.n > 1 and self.stream:

@@ -40,7 +40,7 @@ from sop_llm.infra.errors import (
     UnsupportedFeatureError,
 )
 from sop_llm.providers.base import GenerationProvider
-from sop_llm.providers.local.batching.sampling import SamplingParams
+from sop_llm.providers.local.batching.sampling import SamplingParams, sampling_settings
 from sop_llm.providers.local.batching.slots import Job
 from sop_llm.providers.local.batching.stats import SchedulerSnapshot
 from sop_llm.providers.local.embedded import resolve_model_path
@@ -270,6 +270,7 @@ class LlamaCppProvider(GenerationProvider):
         if self._executor is None:
             raise ProviderInitializationError(f"model '{self.name}' is not loaded")
         prompt, stop = self._render(request)
+        self._check_logit_bias(request)
         grammar, constraint = self._grammar(request)
         if self._scheduler is not None:
             async with aclosing(
@@ -305,11 +306,23 @@ class LlamaCppProvider(GenerationProvider):
             top_p=request.top_p,
             seed=request.seed,
             grammar=(grammar._grammar, grammar._root) if grammar is not None else None,
+            **sampling_settings(request),
         )
         max_tokens = min(request.max_tokens, n_ctx - len(tokens))
         return scheduler.run(
             lambda emit: Job(tokens, max_tokens, stop, sampling, per_token, constraint, emit, request.logprobs)
         )
+
+    def _check_logit_bias(self, request: GenerationRequest) -> None:
+        """llama.cpp indexes its logits with these ids unchecked: one outside the vocabulary must not reach it."""
+        vocabulary = self._instances[0].n_vocab()
+        outside = [token for token in request.logit_bias or {} if not 0 <= token < vocabulary]
+        if outside:
+            raise BadRequestError(
+                f"logit_bias: token id {outside[0]} is outside model '{self.name}''s vocabulary of {vocabulary} "
+                "tokens; POST /tokenize gives a text's ids",
+                param="logit_bias",
+            )
 
     def _check_length(self, tokens: list[int], n_ctx: int) -> None:
         if len(tokens) >= n_ctx:
@@ -398,6 +411,7 @@ class LlamaCppProvider(GenerationProvider):
                 stop=stop or None,
                 seed=request.seed,
                 grammar=grammar,
+                **sampling_settings(request),
                 stream=True,
                 stopping_criteria=StoppingCriteriaList([stop_when_cancelled]),
             )

@@ -129,9 +129,12 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
 
 def _sampling(request: GenerationRequest) -> dict[str, float]:
     # Anthropic takes temperature in [0, 1], and recent models refuse temperature and top_p together: send one.
+    chosen: dict[str, float] = {"temperature": min(request.temperature, 1.0)}
     if request.top_p < 1 and request.temperature == 1:
-        return {"top_p": request.top_p}
-    return {"temperature": min(request.temperature, 1.0)}
+        chosen = {"top_p": request.top_p}
+    if request.top_k is not None:
+        chosen["top_k"] = request.top_k
+    return chosen
 
 
 def message_params(model: str, request: GenerationRequest) -> dict[str, Any]:

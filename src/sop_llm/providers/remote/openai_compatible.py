@@ -117,6 +117,7 @@ class OpenAICompatibleProvider(GenerationProvider):
             payload["stop"] = request.stop
         if request.seed is not None:
             payload["seed"] = request.seed
+        payload.update(_sampling_extras(request))
         if request.tools:
             payload["tools"] = request.tools
             if request.tool_choice is not None:
@@ -280,3 +281,23 @@ def _chunk(event: dict[str, Any]) -> Chunk | None:
     if not text and not tool_calls and not finish and not usage:
         return None
     return Chunk(text=text, finish_reason=finish, usage=usage, tool_calls=tool_calls or None)
+
+
+def _sampling_extras(request: GenerationRequest) -> dict[str, Any]:
+    """The sampling settings a request changed from their neutral values, under the names OpenAI-compatible
+    servers take (`top_k`, `min_p` and `repetition_penalty` are vLLM's and llama.cpp's server's, not OpenAI's: they
+    are sent only when asked for)."""
+    extras: dict[str, Any] = {}
+    if request.presence_penalty:
+        extras["presence_penalty"] = request.presence_penalty
+    if request.frequency_penalty:
+        extras["frequency_penalty"] = request.frequency_penalty
+    if request.logit_bias:
+        extras["logit_bias"] = {str(token): bias for token, bias in request.logit_bias.items()}
+    if request.top_k is not None:
+        extras["top_k"] = request.top_k
+    if request.min_p is not None:
+        extras["min_p"] = request.min_p
+    if request.repetition_penalty != 1.0:
+        extras["repetition_penalty"] = request.repetition_penalty
+    return extras

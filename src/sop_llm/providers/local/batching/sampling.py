@@ -15,6 +15,19 @@ DEFAULT_MIN_P = 0.05
 PENALTY_LAST_N = 64
 
 
+def sampling_settings(request: Any) -> dict[str, Any]:
+    """A GenerationRequest's settings beyond temperature, top_p and seed, with the defaults filled in: the keyword
+    arguments both schedulers take (SamplingParams and llama-cpp-python's `create_completion` share the names)."""
+    return {
+        "top_k": DEFAULT_TOP_K if request.top_k is None else request.top_k,
+        "min_p": DEFAULT_MIN_P if request.min_p is None else request.min_p,
+        "repeat_penalty": request.repetition_penalty,
+        "presence_penalty": request.presence_penalty,
+        "frequency_penalty": request.frequency_penalty,
+        "logit_bias": dict(request.logit_bias or {}),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     temperature: float = 0.8
