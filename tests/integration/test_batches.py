@@ -114,7 +114,7 @@ def test_embeddings_batch_of_1000_lines_with_a_malformed_one(client: openai.Open
     assert len(a) == 384 and float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.9999
 
 
-def test_chat_batch_of_50_lines_answers_each_once(client: openai.OpenAI) -> None:
+def test_chat_batch_of_50_lines_answers_each_once(client: openai.OpenAI, server: LiveServer) -> None:
     lines: list[dict[str, Any] | str] = [chat_line(i) for i in range(50)]
     lines.append(chat_line(50, model="no-such-model"))
     lines.append({**chat_line(51), "url": "/v1/embeddings"})
@@ -135,6 +135,13 @@ def test_chat_batch_of_50_lines_answers_each_once(client: openai.OpenAI) -> None
         assert body["object"] == "chat.completion" and line["response"]["request_id"] == body["id"]
         assert body["choices"][0]["message"]["content"] and body["usage"]["completion_tokens"] <= 8
     errors = {line["custom_id"]: line for line in results(client, batch.error_file_id)}
+    # Once ended, a batch's outcomes live in its files: its line rows are gone, its counts stay on the batch.
+    import sqlite3
+
+    database = server.app.state.services.settings.database_url.split("///", 1)[1]
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM batch_lines WHERE batch_id = ?", (batch.id,)).fetchone() == (0,)
+    assert client.batches.retrieve(batch.id).request_counts == batch.request_counts
     assert errors["chat-50"]["response"]["status_code"] == 404
     assert errors["chat-50"]["response"]["body"]["error"]["code"] == "model_not_found"
     assert errors["chat-51"]["error"]["code"] == "mismatched_url"

@@ -46,6 +46,8 @@ def upgrade() -> None:
         sa.Column("metadata", sa.JSON, nullable=True),
         sa.Column("errors", sa.JSON, nullable=True),
         sa.Column("total", sa.Integer, nullable=False),
+        sa.Column("completed_lines", sa.Integer, nullable=False),
+        sa.Column("failed_lines", sa.Integer, nullable=False),
         sa.Column("chunks", sa.Integer, nullable=False),
         sa.Column("chunk_lines", sa.Integer, nullable=False),
         sa.Column("output_file_id", sa.String(64), nullable=True),

@@ -1,6 +1,7 @@
 """The batch tables: one row per batch, and one row per request line of its input file, which carries that line's
 outcome once it has one. A line's outcome is written at most once (a conditional UPDATE on `finished_at IS NULL`),
-so a chunk of lines run again after a worker died cannot answer a line twice."""
+so a chunk of lines run again after a worker died cannot answer a line twice. When a batch ends its outcomes are in
+its result files, and its lines' rows are deleted."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class BatchRow(Base):
     # Input lines that could not be run, as OpenAI lists them: {code, message, param, line}.
     errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     total: Mapped[int] = mapped_column(Integer, default=0)
+    # Lines answered with a 2xx / otherwise, kept here when the batch ends (its lines' rows are then deleted).
+    completed_lines: Mapped[int] = mapped_column(Integer, default=0)
+    failed_lines: Mapped[int] = mapped_column(Integer, default=0)
     # The lines are run in chunks of `chunk_lines`, each chunk one background task.
     chunks: Mapped[int] = mapped_column(Integer, default=0)
     chunk_lines: Mapped[int] = mapped_column(Integer, default=1)

@@ -1,11 +1,15 @@
 """A finished batch's two result files, in OpenAI's line format: the output file holds the lines answered with a
 2xx, the error file every other line (an error answer, or a line that could not be run), each as
 `{"id", "custom_id", "response": {"status_code", "request_id", "body"} | null, "error": {"code", "message"} | null}`,
-in input order."""
+in input order. They are written to temporary files as the lines are read, so a batch of any size is never held
+in memory whole."""
 
 from __future__ import annotations
 
-from typing import Any
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
 
 import orjson
 
@@ -29,14 +33,36 @@ def succeeded(row: BatchLineRow) -> bool:
 
 
 class ResultFiles:
-    """Collects the two files' contents line by line."""
+    """The output and error files being written; `completed` / `failed` count their lines."""
 
     def __init__(self, batch_id: str) -> None:
         self._batch_id = batch_id
-        self.output = bytearray()
-        self.errors = bytearray()
+        self._output: IO[bytes] = tempfile.NamedTemporaryFile(prefix="batch-output-", suffix=".jsonl")  # noqa: SIM115
+        self._errors: IO[bytes] = tempfile.NamedTemporaryFile(prefix="batch-errors-", suffix=".jsonl")  # noqa: SIM115
+        self.completed = 0
+        self.failed = 0
 
     def add(self, row: BatchLineRow) -> None:
-        target = self.output if succeeded(row) else self.errors
-        target += orjson.dumps(result_line(self._batch_id, row))
-        target += b"\n"
+        ok = succeeded(row)
+        (self._output if ok else self._errors).write(orjson.dumps(result_line(self._batch_id, row)) + b"\n")
+        if ok:
+            self.completed += 1
+        else:
+            self.failed += 1
+
+    def output(self) -> Path:
+        self._output.flush()
+        return Path(self._output.name)
+
+    def errors(self) -> Path:
+        self._errors.flush()
+        return Path(self._errors.name)
+
+    def __enter__(self) -> ResultFiles:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._output.close()  # deletes the temporary files
+        self._errors.close()

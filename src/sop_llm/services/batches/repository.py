@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sop_llm.infra.database import transaction
@@ -115,14 +115,21 @@ class BatchRepository:
             found = {batch_id: Progress(int(n), int(good or 0), int(n) - int(good or 0)) for batch_id, n, good in rows}
         return {batch_id: found.get(batch_id, Progress()) for batch_id in batch_ids}
 
-    async def move(self, batch_id: str, leaving: Iterable[BatchStatus], to: BatchStatus, **values: Any) -> bool:
-        """Change the status (and set `values`) only if the batch is in one of `leaving`; False when it is not."""
+    async def move(
+        self,
+        batch_id: str,
+        leaving: Iterable[BatchStatus],
+        to: BatchStatus,
+        finalizing_since: datetime | None = None,
+        **values: Any,
+    ) -> bool:
+        """Change the status (and set `values`) only if the batch is in one of `leaving` (and, with
+        `finalizing_since`, was claimed for finalizing at that instant: still by the same claim); False if not."""
+        where = [BatchRow.id == batch_id, BatchRow.status.in_(list(leaving))]
+        if finalizing_since is not None:
+            where.append(BatchRow.finalizing_at == finalizing_since)
         async with self._session() as session:
-            outcome = await session.execute(
-                update(BatchRow)
-                .where(BatchRow.id == batch_id, BatchRow.status.in_(list(leaving)))
-                .values(status=to, **values)
-            )
+            outcome = await session.execute(update(BatchRow).where(*where).values(status=to, **values))
             return bool(outcome.rowcount)  # type: ignore[attr-defined]
 
     async def open_lines(self, batch_id: str, first: int, last: int) -> list[BatchLineRow]:
@@ -193,6 +200,17 @@ class BatchRepository:
                 select(BatchLineRow.seq).where(BatchLineRow.batch_id == batch_id, BatchLineRow.finished_at.is_(None))
             )
             return sorted({seq // chunk_lines for seq in seqs})
+
+    async def forget_lines(self, batch_id: str) -> None:
+        """Delete an ended batch's lines (their outcomes are in its result files), a page at a time."""
+        while True:
+            async with self._session() as session:
+                page = select(BatchLineRow.seq).where(BatchLineRow.batch_id == batch_id).limit(INSERT_PAGE)
+                gone = await session.execute(
+                    delete(BatchLineRow).where(BatchLineRow.batch_id == batch_id, BatchLineRow.seq.in_(page))
+                )
+            if not gone.rowcount:  # type: ignore[attr-defined]
+                return
 
     async def lines(self, batch_id: str) -> AsyncIterator[BatchLineRow]:
         """Every line of the batch in order, read a page at a time."""

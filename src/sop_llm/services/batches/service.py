@@ -100,23 +100,34 @@ class BatchService:
             row.errors = [
                 {"code": "empty_file", "message": "the input file has no request lines", "param": None, "line": None}
             ]
+        if not runnable:  # nothing will run: the errors say why, and no line is kept
+            row.failed_lines, lines = len(lines), []
         await self.repository.create(row, lines)
         for chunk in range(min(row.chunks, self._settings.batch_concurrency) if runnable else 0):
             await self._queue.queue(row, chunk)
-        progress = (await self.repository.progress([row.id]))[row.id]
-        return row, progress
+        return row, (await self._progress([row]))[row.id]
+
+    async def _progress(self, rows: list[BatchRow]) -> dict[str, Progress]:
+        """Counted from the lines while a batch runs; an ended batch keeps its counts on its row."""
+        counted = await self.repository.progress([row.id for row in rows if row.status in UNFINISHED])
+        for row in rows:
+            if row.id not in counted:
+                counted[row.id] = Progress(
+                    row.completed_lines + row.failed_lines, row.completed_lines, row.failed_lines
+                )
+        return counted
 
     async def get(self, batch_id: str, owner: str | None) -> tuple[BatchRow, Progress]:
         row = await self.repository.get(batch_id)
         if row.owner != owner:
             raise NotFoundError(f"no batch with id '{batch_id}'", param="batch_id")
-        return row, (await self.repository.progress([row.id]))[row.id]
+        return row, (await self._progress([row]))[row.id]
 
     async def search(
         self, owner: str | None, limit: int, after: str | None
     ) -> tuple[list[tuple[BatchRow, Progress]], bool]:
         rows, more = await self.repository.search(owner, limit, after)
-        progress = await self.repository.progress([row.id for row in rows])
+        progress = await self._progress(rows)
         return [(row, progress[row.id]) for row in rows], more
 
     async def cancel(self, batch_id: str, owner: str | None) -> tuple[BatchRow, Progress]:
@@ -167,7 +178,7 @@ class BatchService:
         stamp = now()
         if row.status == BatchStatus.FINALIZING:
             if row.finalizing_at is not None and _aware(row.finalizing_at) < stamp - FINALIZE_STALE:
-                await self._finalize(row, BatchStatus.FINALIZING, self._end_state(row))
+                await self._finalize(row, BatchStatus.FINALIZING, self._end_state(row), row.finalizing_at)
             return
         if row.status == BatchStatus.CANCELLING:
             await self._stop_chunks(row.id)  # a chunk that queued its successor while the batch was cancelled
@@ -211,34 +222,47 @@ class BatchService:
             return BatchStatus.EXPIRED
         return BatchStatus.COMPLETED
 
-    async def _finalize(self, row: BatchRow, leaving: BatchStatus, end: BatchStatus) -> None:
-        """Write the result files and end the batch in `end`; the claim (status → finalizing) makes one process
-        do it."""
-        if not await self.repository.move(row.id, (leaving,), BatchStatus.FINALIZING, finalizing_at=now()):
+    async def _finalize(
+        self, row: BatchRow, leaving: BatchStatus, end: BatchStatus, stale_claim: datetime | None = None
+    ) -> None:
+        """Write the result files and end the batch in `end`. The claim (status → finalizing, stamped) makes one
+        process do it; a claim left stale by a process that died (`stale_claim`) is taken over, and the process
+        that held it, if it was only slow, can then no longer end the batch or delete its lines."""
+        claimed = now()
+        if not await self.repository.move(
+            row.id, (leaving,), BatchStatus.FINALIZING, finalizing_since=stale_claim, finalizing_at=claimed
+        ):
             return
-        files = ResultFiles(row.id)
-        async for line in self.repository.lines(row.id):
-            files.add(line)
         hexid = row.id.removeprefix("batch_")
         output_id = error_id = None
-        if files.output:
-            output_id = f"file-{hexid}-output"
-            await self._files.save_output(output_id, bytes(files.output), f"{row.id}_output.jsonl", row.owner)
-        if files.errors:
-            error_id = f"file-{hexid}-errors"
-            await self._files.save_output(error_id, bytes(files.errors), f"{row.id}_errors.jsonl", row.owner)
+        with ResultFiles(row.id) as files:
+            async for line in self.repository.lines(row.id):
+                files.add(line)
+            if files.completed:
+                output_id = f"file-{hexid}-output"
+                name = f"{row.id}_output.jsonl"
+                await self._files.save_output(output_id, files.output(), files.completed, name, row.owner)
+            if files.failed:
+                error_id = f"file-{hexid}-errors"
+                name = f"{row.id}_errors.jsonl"
+                await self._files.save_output(error_id, files.errors(), files.failed, name, row.owner)
         ended = {
             BatchStatus.COMPLETED: "completed_at",
             BatchStatus.CANCELLED: "cancelled_at",
             BatchStatus.EXPIRED: "expired_at",
         }[end]
         with contextlib.suppress(AppError):
-            await self.repository.move(
+            ended_here = await self.repository.move(
                 row.id,
                 (BatchStatus.FINALIZING,),
                 end,
+                finalizing_since=claimed,
                 output_file_id=output_id,
                 error_file_id=error_id,
+                completed_lines=files.completed,
+                failed_lines=files.failed,
                 **{ended: now()},
             )
+            if ended_here:
+                await self.repository.forget_lines(row.id)
         logger.info("batch {} {}: output {}, errors {}", row.id, end, output_id, error_id)

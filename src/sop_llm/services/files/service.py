@@ -3,6 +3,7 @@ told it does not exist). Metadata is in the database, contents in the FileStore.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
@@ -64,18 +65,19 @@ class FileService:
             session.add(row)
         return row
 
-    async def save_output(self, file_id: str, data: bytes, filename: str, owner: str | None) -> FileRow:
-        """Keep (or replace) a file the service produced, such as a batch's results."""
+    async def save_output(self, file_id: str, source: Path, lines: int, filename: str, owner: str | None) -> FileRow:
+        """Keep (or replace) a file the service produced, such as a batch's results (`lines` lines in `source`)."""
+        size = (await asyncio.to_thread(source.stat)).st_size
         row = FileRow(
             id=file_id,
             owner=owner,
             purpose="batch_output",
             filename=filename,
-            bytes=len(data),
-            lines=data.count(b"\n"),
+            bytes=size,
+            lines=lines,
             created_at=datetime.now(UTC),
         )
-        await self.store.put(file_id, data)
+        await self.store.put_from(file_id, source)
         async with self._session() as session:
             await session.merge(row)
         return row
