@@ -6,6 +6,11 @@ same four measurements, every one a ratio against the same work done alone:
 - p50 latency of 32 short chats (16 tokens) sent 8 at a time ÷ the same chat alone;
 - p50 of short chats sent one after another beside one long grammar-constrained (json_schema) request ÷ alone;
 - time to first token of a chat's second turn on a ~1,500-token history ÷ that of its first turn.
+
+Beside them, per scheduler: single-stream tok/s against raw llama-cpp-python (bench/generation.py, alternating), and
+for `batched` a soak: 2,000 mixed requests at concurrency 8 (chats, JSON-schema chats, streams read to the end and
+streams dropped after two chunks), comparing the service's RSS and KV-cache cells in use after it with the same
+figures after a 200-request warm-up of the same mix.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import generation
 from bench.service import Service
 
 MODEL = "smollm2-135m"
@@ -143,17 +149,116 @@ async def _measure(url: str) -> dict[str, float]:
     }
 
 
-def run() -> dict[str, dict[str, float]]:
-    results = {}
+SOAK_MIX: list[tuple[str, dict[str, Any], bool]] = [  # (path, body, drop the stream after two chunks)
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Name a fruit."}], "max_tokens": 8}, False),
+    ("/v1/completions", {"prompt": COUNTING, "max_tokens": 64, "stream": True}, True),
+    (
+        "/v1/chat/completions",
+        {
+            "messages": [{"role": "user", "content": "Invent a person."}],
+            "max_tokens": 24,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "p",
+                    "schema": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+                },
+            },
+        },
+        False,
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8, "stream": True},
+        False,
+    ),
+]
+
+
+async def _soak_round(session: aiohttp.ClientSession, url: str, count: int) -> int:
+    """Send `count` requests of the mix, 8 at a time; the number that failed (a dropped stream is not a failure)."""
+    gate = asyncio.Semaphore(8)
+
+    async def one(i: int) -> bool:
+        path, body, drop = SOAK_MIX[i % len(SOAK_MIX)]
+        async with gate, session.post(f"{url}{path}", json={"model": MODEL, "temperature": 0.7, **body}) as reply:
+            if reply.status != 200:
+                return False
+            if drop:
+                chunks = 0
+                async for _ in reply.content:
+                    chunks += 1
+                    if chunks == 2:
+                        break  # leaving the block closes the connection: the request is cancelled
+                return True
+            await reply.read()
+            return True
+
+    return sum(not ok for ok in await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def _settled(session: aiohttp.ClientSession, url: str, pid: int) -> dict[str, float]:
+    """Once nothing runs: the scheduler's counters and the service's resident memory."""
+    import psutil
+
+    deadline = time.monotonic() + 60
+    while True:
+        async with session.get(f"{url}/api/v1/models") as reply:
+            stats = next(m for m in (await reply.json())["models"] if m["name"] == MODEL)["stats"]
+        if (stats["active"] == 0 and stats["running_sequences"] == 0) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    return {
+        "rss_mb": psutil.Process(pid).memory_info().rss / 2**20,
+        "kv_cells_used": stats["kv_cells_used"],
+        "running": stats["running_sequences"],
+        "waiting": stats.get("waiting", 0),
+        "freed_by_cancel": stats["slots_freed_by_cancel"],
+    }
+
+
+async def _soak(url: str, pid: int, warmup: int = 200, count: int = 2000) -> dict[str, Any]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        warm_failed = await _soak_round(session, url, warmup)
+        before = await _settled(session, url, pid)
+        started = time.perf_counter()
+        failed = await _soak_round(session, url, count)
+        seconds = time.perf_counter() - started
+        after = await _settled(session, url, pid)
+    return {"requests": count, "seconds": seconds, "failed": failed + warm_failed, "before": before, "after": after}
+
+
+def run() -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
     for scheduler in ("serial", "batched"):
         with Service(CONFIG_DIR=_config(scheduler), LLM_MAX_PROMPT_CHARS="20000") as service:
             results[scheduler] = asyncio.run(_measure(service.url))
+            single = generation.interleaved(service.url)
+            results[scheduler]["raw_single_tok_s"] = single["raw_tok_per_s"]
+            results[scheduler]["api_single_tok_s"] = single["api_tok_per_s"]
+            results[scheduler]["single_vs_raw"] = single["api_tok_per_s"] / single["raw_tok_per_s"]
+            if scheduler == "batched":
+                results[scheduler]["soak"] = asyncio.run(_soak(service.url, service.pid))
     return results
 
 
-def summary(results: dict[str, dict[str, float]]) -> str:
+def summary(results: dict[str, dict[str, Any]]) -> str:
     lines = []
     for scheduler, r in results.items():
+        soak = r.get("soak")
+        if soak is not None:
+            b, a = soak["before"], soak["after"]
+            lines.append(
+                f"local engine, batched soak: {soak['requests']} mixed requests in {soak['seconds']:.0f} s, "
+                f"{soak['failed']} failed, {a['freed_by_cancel'] - b['freed_by_cancel']} slots freed by dropped "
+                f"streams | after a 200-request warm-up -> after: RSS {b['rss_mb']:.0f} -> {a['rss_mb']:.0f} MB, "
+                f"KV cells in use {b['kv_cells_used']} -> {a['kv_cells_used']}, running {a['running']}, "
+                f"waiting {a['waiting']}"
+            )
+        lines.append(
+            f"local engine, {scheduler}: single stream {r['api_single_tok_s']:.1f} tok/s vs raw llama-cpp-python "
+            f"{r['raw_single_tok_s']:.1f} ({r['single_vs_raw']:.0%}; target >= 95 %)"
+        )
         lines.append(
             f"local engine, {scheduler}: 8 streams {r['eight_streams_tok_s']:.1f} tok/s vs one "
             f"{r['single_stream_tok_s']:.1f} (x{r['eight_streams_ratio']:.2f}; target >= 1.5) | short chat alone "

@@ -48,6 +48,11 @@ class Service:
         self.ready_s = time.perf_counter() - started
         return self
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
     def __exit__(self, *exc: object) -> None:
         assert self._process is not None
         self._process.terminate()
