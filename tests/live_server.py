@@ -29,6 +29,9 @@ def make_settings(**overrides: Any) -> Settings:
         "TASKS_POLL_INTERVAL": 0.1,
         # Webhooks go to the tests' own receivers on loopback, which the service refuses unless allowed.
         "WEBHOOK_ALLOWED_HOSTS": ["127.0.0.1"],
+        # The test process hosts many servers one after another; freezing each one's startup objects (GC_TUNING)
+        # would keep them all until the session ends. Server processes (system tests, bench) run with it on.
+        "GC_TUNING": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -145,3 +145,15 @@ async def test_startup_migrates_a_database_only_when_it_is_behind(tmp_path: Path
         assert not await needs_upgrade(engine)
     finally:
         await engine.dispose()
+
+
+def test_a_server_process_settles_its_garbage_collector_after_startup() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import gc; from sop_llm.infra.gc_tuning import YOUNG_THRESHOLD, settle_after_startup; "
+        "settle_after_startup(); print(gc.get_threshold()[0] == YOUNG_THRESHOLD, gc.get_freeze_count() > 1000)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]

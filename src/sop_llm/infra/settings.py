@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     log_file: Path | None = Field(None, alias="LOG_FILE")
     log_access: bool = Field(False, alias="LOG_ACCESS")
     otel_enabled: bool = Field(False, alias="OTEL_ENABLED")
+    gc_tuning: bool = Field(True, alias="GC_TUNING")
 
     @model_validator(mode="after")
     def _fixer_needs_a_model(self) -> Settings:
