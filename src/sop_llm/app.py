@@ -38,7 +38,6 @@ from sop_llm.api.openai.batches import files as openai_files
 from sop_llm.api.openai.batches import routes as openai_batches
 from sop_llm.api.openai.batches.lines import InProcessCaller
 from sop_llm.api.openai.responses import routes as openai_responses
-from sop_llm.infra.gc_tuning import settle_after_startup
 from sop_llm.infra.logging import setup_logging
 from sop_llm.infra.model_config import ConfigError
 from sop_llm.infra.settings import Settings
@@ -76,8 +75,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(upgrade, settings.database_url)
         services.serve_batches(InProcessCaller(services), finalize=True)
         await services.start()
-        if settings.gc_tuning:
-            settle_after_startup()
         logger.info(
             "{} {} serving; loading models in the background: {}",
             settings.app_name,

@@ -16,7 +16,6 @@ from loguru import logger
 from sop_llm import __version__
 from sop_llm.api.openai.batches.lines import InProcessCaller
 from sop_llm.infra.errors import AppError
-from sop_llm.infra.gc_tuning import settle_after_startup
 from sop_llm.infra.logging import setup_logging
 from sop_llm.infra.redis_keys import TASKS_CONSUMER_GROUP
 from sop_llm.infra.settings import Settings
@@ -58,8 +57,6 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await services.start()
-    if settings.gc_tuning:
-        settle_after_startup()
     logger.info(
         "{} worker {} {} started; stream {} group {}",
         settings.app_name,

@@ -16,8 +16,9 @@ YOUNG_THRESHOLD = 10_000
 
 
 def settle_after_startup() -> None:
-    """Once startup has built what the process keeps for its lifetime: collect what startup threw away, move the
-    rest out of the collector's sight for good (`gc.freeze`), and collect the youngest generation less often."""
+    """Once startup has built what the process keeps for its lifetime (Services.start calls it when the startup
+    models are loaded): collect what startup threw away, move the rest out of the collector's sight for good
+    (`gc.freeze`), and collect the youngest generation less often."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, 20, 100)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sop_llm.infra.cache import Cache, MemoryCache
 from sop_llm.infra.database import create_engine, session_factory
+from sop_llm.infra.gc_tuning import settle_after_startup
 from sop_llm.infra.model_config import ServiceConfig, load_service_config
 from sop_llm.infra.settings import Settings
 from sop_llm.providers.base import GenerationProvider
@@ -67,6 +69,7 @@ class Services:
     batches: BatchService
     chunks: BatchChunks
     started_at: float = field(default_factory=time.time)
+    _settling: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open remote clients, begin loading the startup models in the background, start the task runner (which
@@ -79,6 +82,16 @@ class Services:
             self.usage.start()
         if self.tasks.runner is not None:
             self.tasks.runner.start(ready=lambda: self.ready()[0], poll=self.tasks.dispatch is None)
+        if self.settings.gc_tuning:
+            self._settling = asyncio.create_task(self._settle_gc(), name="gc-settle")
+
+    async def _settle_gc(self) -> None:
+        """Tune the garbage collector once the startup models are loaded (their objects are then frozen too), or
+        after a minute: not on the way to liveness, as the collection it starts with takes ~0.1 s."""
+        deadline = time.monotonic() + 60
+        while not self.ready()[0] and time.monotonic() < deadline:  # noqa: ASYNC110 - readiness is polled state
+            await asyncio.sleep(0.25)
+        settle_after_startup()
 
     def serve_batches(self, caller: LineCaller, finalize: bool) -> None:
         """Run batch lines through `caller` (the API's routes, in process); `finalize`: also write the result files
@@ -88,6 +101,8 @@ class Services:
             self.batches.start()
 
     async def aclose(self) -> None:
+        if self._settling is not None:
+            self._settling.cancel()
         await self.batches.aclose()
         await self.monitor.aclose()
         if self.tasks.dispatch is not None:  # first: a worker takes no new task ids while it shuts down
