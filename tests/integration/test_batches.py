@@ -209,6 +209,8 @@ def test_cancel_stops_within_2_seconds_and_keeps_the_partial_output(client: open
     batch = wait_done(client, created.id, timeout=30)
     assert batch.status == "cancelled" and batch.cancelled_at is not None
     assert batch.request_counts is not None and 3 <= batch.request_counts.completed < 300
+    assert batch.request_counts == settled  # the lines never run are in neither file nor count
+    assert batch.error_file_id is None
     output = results(client, batch.output_file_id)
     assert len(output) == batch.request_counts.completed
     assert len({line["custom_id"] for line in output}) == len(output)

@@ -43,6 +43,9 @@ class ResultFiles:
         self.failed = 0
 
     def add(self, row: BatchLineRow) -> None:
+        """Write a line that ran (or could not); a line the batch never got to (it was cancelled) is in neither."""
+        if row.finished_at is None:
+            return
         ok = succeeded(row)
         (self._output if ok else self._errors).write(orjson.dumps(result_line(self._batch_id, row)) + b"\n")
         if ok:
