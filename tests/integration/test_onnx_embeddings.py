@@ -235,6 +235,14 @@ def test_backends_are_looked_up_by_type() -> None:
         embedding_provider("llamacpp", "onnx")
 
 
-def test_texts_of_very_different_lengths_run_apart() -> None:
-    assert length_groups([10, 12, 300, 11, 40]) == [[0, 3, 1, 4], [2]]
+def test_texts_run_in_length_groups_that_pad_little() -> None:
+    assert length_groups([10, 12, 300, 11, 40]) == [[0, 3, 1], [4], [2]]
     assert length_groups([15] * 64) == [list(range(64))]
+    assert length_groups([]) == []
+    # One-sentence texts of 13 to 20 tokens: a few groups, each of several rows, and far less padding.
+    lengths = [13 + i % 8 for i in range(64)]
+    groups = length_groups(lengths)
+    assert sorted(row for group in groups for row in group) == list(range(64))
+    assert 2 <= len(groups) <= 4
+    padded = sum(len(group) * max(lengths[row] for row in group) for group in groups)
+    assert padded - sum(lengths) < 0.1 * sum(lengths) < 64 * 20 - sum(lengths)

@@ -97,17 +97,50 @@ def pool(hidden: np.ndarray, mask: np.ndarray, modes: tuple[str, ...]) -> np.nda
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
+# A run of the graph costs about this many tokens' worth of work on top of its tokens (all-MiniLM-L6-v2 int8 on 2
+# cores: ~2.5 ms a call plus ~85 us a token, and small batches use the cores less well).
+_RUN_COST_TOKENS = 32
+
+
 def length_groups(lengths: list[int]) -> list[list[int]]:
-    """Row numbers grouped by length, shortest first: a group ends before a text longer than twice its shortest
-    text plus 32 tokens, so one-sentence texts share a group and a long document gets its own."""
+    """Row numbers grouped by length, shortest first, so that each group pads its rows to its longest one and the
+    whole costs the least: a group costs its rows times its longest length, plus `_RUN_COST_TOKENS` for the run.
+
+    One-sentence texts of 13 to 20 tokens split into two to four groups (a quarter of a batch of 64 was padding;
+    grouped, under a tenth), and a long document gets a group of its own."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    groups: list[list[int]] = []
-    start = 0
-    for end in range(1, len(order) + 1):
-        if end == len(order) or lengths[order[end]] > 2 * lengths[order[start]] + 32:
-            groups.append(order[start:end])
-            start = end
-    return groups
+    if not order:
+        return []
+    distinct: list[int] = []  # distinct lengths, ascending, and how many rows have each
+    counts: list[int] = []
+    for row in order:
+        if distinct and distinct[-1] == lengths[row]:
+            counts[-1] += 1
+        else:
+            distinct.append(lengths[row])
+            counts.append(1)
+    # best[j]: the least cost of the rows with the first j distinct lengths; cut[j]: where its last group starts.
+    best = [0] + [0] * len(distinct)
+    cut = [0] * (len(distinct) + 1)
+    for end in range(1, len(distinct) + 1):
+        rows = 0
+        best[end] = -1
+        for start in range(end, 0, -1):
+            rows += counts[start - 1]
+            cost = best[start - 1] + _RUN_COST_TOKENS + rows * distinct[end - 1]
+            if best[end] < 0 or cost < best[end]:
+                best[end], cut[end] = cost, start - 1
+    bounds = []
+    end = len(distinct)
+    while end:
+        bounds.append(sum(counts[: cut[end]]))
+        end = cut[end]
+    groups = []
+    stop = len(order)
+    for begin in bounds:
+        groups.append(order[begin:stop])
+        stop = begin
+    return groups[::-1]
 
 
 @register_backend("sentence_transformers", "onnx")
@@ -179,8 +212,9 @@ class OnnxEmbeddingsProvider(EmbeddingProvider):
     def forward_blocking(self, ids: list[np.ndarray]) -> np.ndarray:
         """One batch of tokenized texts -> vectors [n, dims] float32.
 
-        Texts of very different lengths run as separate groups (see `length_groups`): a few long texts then do not
-        pad every short one to their length, and with int8 the short ones are not quantized on the long ones' scale.
+        The texts run in groups of similar length (see `length_groups`): little of each run is padding, a few long
+        texts do not pad every short one to their length, and with int8 the short ones are not quantized on the long
+        ones' scale.
         """
         groups = length_groups([len(row) for row in ids])
         if len(groups) == 1:

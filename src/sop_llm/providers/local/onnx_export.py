@@ -37,7 +37,7 @@ from sop_llm.providers.local.hf_loading import model_construction
 Quantize = Literal["int8"] | None
 
 # Bump when the exported graph changes (inputs, outputs, optimizer or quantization settings).
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 OPSET = 17
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -180,18 +180,21 @@ def _quantize_int8(source: Path, target: Path) -> None:
 
 
 def _sensitive_nodes(graph: Any) -> list[str]:
-    """Nodes left in float32: each feed-forward block's output projection (its input, after GELU, has the large
-    outliers that int8 clips) and the whole first layer. Quantizing them too cost all-MiniLM-L6-v2 the most
-    accuracy: the worst of 512 sentences fell from cosine 0.993 to 0.982 against float32."""
+    """Nodes left in float32: the whole first layer, and the feed-forward output projections of the first half of
+    the layers. Those projections' inputs (after GELU) have large outliers that int8 clips, and most in the early
+    layers (all-MiniLM-L6-v2: up to 25 in layers 1-3, 6-14 in layers 4-6). Quantizing every node cost that model the
+    most accuracy: the worst of 512 sentences fell from cosine 0.991 to 0.976-0.983 against float32; quantizing the
+    later half's projections too keeps 0.990-0.992 and runs ~10 % faster than keeping them all in float32."""
     nodes = list(graph.node)
     made_by = {output: node for node in nodes for output in node.output}
-    keep = [
+    projections = [
         node.name
         for node in nodes
         if node.op_type == "MatMul"
         and node.input[0] in made_by
         and made_by[node.input[0]].op_type in {"Gelu", "BiasGelu", "FastGelu"}
     ]
+    keep = projections[: (len(projections) + 1) // 2]
     attention = [i for i, node in enumerate(nodes) if node.op_type == "Attention"]
     if len(attention) > 1:
         keep += [node.name for node in nodes[: attention[1]] if node.op_type in {"MatMul", "Attention"}]
