@@ -8,6 +8,7 @@ onnx-int8 paths (the service's provider called in-process, batches of 64, no HTT
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import statistics
 import time
@@ -119,8 +120,9 @@ def run(url: str, rounds: int = 3, onnx_threads: int | None = None) -> dict[str,
     """Alternate the raw encoders and the HTTP rounds (fresh sentences each time) and take medians.
 
     The machine's speed drifts, so only ratios within one run mean much; `onnx_threads` sets the raw onnx
-    encoders' onnxruntime threads (default: the provider's)."""
-    raw_torch, raw_fp32, raw_int8 = RawTorch(), RawOnnx(None, onnx_threads), RawOnnx("int8", onnx_threads)
+    encoders' onnxruntime threads (default: the served model's, EMBEDDING_THREADS or the shipped config's 2)."""
+    threads = onnx_threads or int(os.environ.get("EMBEDDING_THREADS") or 2)
+    raw_torch, raw_fp32, raw_int8 = RawTorch(), RawOnnx(None, threads), RawOnnx("int8", threads)
     asyncio.run(_http_throughput(url, sentences(128), "base64"))
     figures: dict[str, list[float]] = {"torch": [], "onnx": [], "onnx_int8": [], "base64": [], "float": []}
     for _ in range(rounds):
