@@ -106,10 +106,9 @@ def _keys(args: argparse.Namespace) -> int:
 
 async def _budget(args: argparse.Namespace, settings: Settings, sessions: Any) -> None:
     from sop_llm.services.usage.budgets import Budgets
-    from sop_llm.services.usage.counters import MemoryCounters, RedisCounters
+    from sop_llm.services.usage.counters import make_counters
 
-    counters = RedisCounters(settings.redis_url, settings.redis_timeout) if settings.redis_url else MemoryCounters()
-    budgets = Budgets(sessions, counters, 0)
+    budgets = Budgets(sessions, make_counters(settings.redis_url, settings.redis_timeout), 0)
     subject = f"key:{args.key_id}"
     try:
         if args.remove:

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from sop_llm.services.tasks.model import TaskRow
-from sop_llm.services.tasks.webhook import deliver_webhook
-from sop_llm.services.tasks.webhook_guard import GuardedResolver, WebhookRefused, check_destination
+from sop_llm.services.tasks.webhook import GuardedResolver, deliver_webhook
+from sop_llm.services.tasks.webhook_guard import WebhookRefused, check_destination
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.live_server import LiveServer
 

@@ -41,7 +41,7 @@ from sop_llm.services.tasks.repository import TaskRepository
 from sop_llm.services.tasks.runner import TaskRunner
 from sop_llm.services.tasks.service import TaskService
 from sop_llm.services.usage.budgets import Budgets
-from sop_llm.services.usage.counters import MemoryCounters, RedisCounters
+from sop_llm.services.usage.counters import make_counters
 from sop_llm.services.usage.meter import UsageMeter
 
 
@@ -186,7 +186,7 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
         usage=usage,
         budgets=Budgets(
             sessions,
-            RedisCounters(settings.redis_url, settings.redis_timeout) if settings.redis_url else MemoryCounters(),
+            make_counters(settings.redis_url, settings.redis_timeout),
             settings.budget_cache_seconds,
         ),
         responses=ResponseStore(sessions, settings.responses_ttl_days),

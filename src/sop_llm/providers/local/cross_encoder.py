@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from sop_llm.infra.errors import ProviderInitializationError
 from sop_llm.infra.model_config import ConfigError, EmbeddingModelConfig, ProviderConfig
 from sop_llm.providers.base import RerankProvider
@@ -17,6 +15,7 @@ from sop_llm.providers.local.hf_loading import model_construction
 from sop_llm.providers.registry import register_provider
 
 if TYPE_CHECKING:
+    import numpy as np
     from sentence_transformers import CrossEncoder
 
 _WARM_UP = [f"warm up {'word ' * n}".strip() for n in range(32)]
@@ -102,6 +101,8 @@ class CrossEncoderProvider(RerankProvider):
             show_progress_bar=False,
             convert_to_numpy=True,
         )
+        import numpy as np
+
         return np.asarray(scores, dtype=np.float32).reshape(len(documents)), tokens
 
     def close_blocking(self) -> None:

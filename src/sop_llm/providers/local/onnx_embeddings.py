@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from loguru import logger
 
 from sop_llm.infra.errors import ProviderInitializationError
@@ -28,6 +27,7 @@ from sop_llm.providers.local.onnx_export import (
 from sop_llm.providers.registry import register_backend
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnxruntime
     from tokenizers import Tokenizer
 
@@ -80,6 +80,8 @@ def read_sentence_config(model_dir: Path) -> SentenceConfig:
 
 def pool(hidden: np.ndarray, mask: np.ndarray, modes: tuple[str, ...]) -> np.ndarray:
     """Token embeddings [n, length, dims] and the attention mask [n, length] -> one vector per text."""
+    import numpy as np
+
     weights = mask.astype(np.float32)
     parts = []
     for mode in modes:
@@ -204,6 +206,8 @@ class OnnxEmbeddingsProvider(EmbeddingProvider):
 
     def tokenize_blocking(self, texts: list[str]) -> list[np.ndarray]:
         """Token ids per text, truncated to max_seq_length (special tokens included)."""
+        import numpy as np
+
         _, tokenizer, sentence = self._loaded()
         if sentence.lowercase:
             texts = [text.lower() for text in texts]
@@ -216,6 +220,8 @@ class OnnxEmbeddingsProvider(EmbeddingProvider):
         texts do not pad every short one to their length, and with int8 the short ones are not quantized on the long
         ones' scale.
         """
+        import numpy as np
+
         groups = length_groups([len(row) for row in ids])
         if len(groups) == 1:
             return self._run(ids)
@@ -230,6 +236,8 @@ class OnnxEmbeddingsProvider(EmbeddingProvider):
 
     def _run(self, ids: list[np.ndarray]) -> np.ndarray:
         """Texts padded to the longest of them, through the graph, pooled and normalised."""
+        import numpy as np
+
         session, _, sentence = self._loaded()
         length = max(len(row) for row in ids)
         input_ids = np.zeros((len(ids), length), dtype=np.int64)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from sop_llm.infra.errors import ProviderInitializationError
 from sop_llm.providers.base import EmbeddingProvider
 from sop_llm.providers.local.embedded import resolve_model_path
@@ -14,6 +12,7 @@ from sop_llm.providers.local.hf_loading import model_construction
 from sop_llm.providers.registry import register_provider
 
 if TYPE_CHECKING:
+    import numpy as np
     from sentence_transformers import SentenceTransformer
 
 
@@ -83,6 +82,8 @@ class SentenceTransformersProvider(EmbeddingProvider):
             convert_to_numpy=True,
             show_progress_bar=False,
         )
+        import numpy as np
+
         return np.asarray(vectors, dtype=np.float32), tokens
 
     def close_blocking(self) -> None:

@@ -26,16 +26,17 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sop_llm.infra.errors import OverloadedError
 from sop_llm.services.priority import background
 
-EncodeFn = Callable[[list[str]], tuple[np.ndarray, list[int]]]
-TokenizeFn = Callable[[list[str]], list[np.ndarray]]  # token ids per text, already truncated
-ForwardFn = Callable[[list[np.ndarray]], np.ndarray]  # one batch of token ids -> vectors [n, dims]
+if TYPE_CHECKING:  # numpy is imported with the first batch, not at startup
+    import numpy as np
+
+    EncodeFn = Callable[[list[str]], tuple[np.ndarray, list[int]]]
+    TokenizeFn = Callable[[list[str]], list[np.ndarray]]  # token ids per text, already truncated
+    ForwardFn = Callable[[list[np.ndarray]], np.ndarray]  # one batch of token ids -> vectors [n, dims]
 
 _WINDOW = 4  # batches sorted together
 # While other requests come in (one in the last _YIELD_S), background texts run in batches this small, so such a
@@ -236,6 +237,8 @@ class EmbeddingBatcher:
         return self._forward(ids), tokens  # type: ignore[arg-type]
 
     def _deliver(self, batch: list[_Item], vectors: np.ndarray, tokens: list[int]) -> None:
+        import numpy as np
+
         self.stats.batches += 1
         self.stats.texts += len(batch)
         self.stats.max_batch = max(self.stats.max_batch, len(batch))

@@ -6,9 +6,7 @@ import asyncio
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from sop_llm.infra.cache import Cache
 from sop_llm.infra.errors import BadRequestError, ModelNotFoundError, ProviderNotFoundError, UnsupportedFeatureError
@@ -22,6 +20,9 @@ from sop_llm.services.local.load_state import LoadState, ModelState
 from sop_llm.services.local.memory_guard import check_memory
 
 InputType = Literal["query", "passage"]
+if TYPE_CHECKING:
+    import numpy as np
+
 _TOKENS = struct.Struct("<i")
 
 
@@ -191,6 +192,8 @@ class EmbeddingManager:
         keys = [embedding_key(model.name, text) for text in prepared]
         cached = await self._cache.get_many(keys)
         missing = [i for i, hit in enumerate(cached) if hit is None]
+        import numpy as np  # not at module level: numpy is imported by the first request, not at startup
+
         vectors = np.empty((len(texts), model.provider.dimensions), dtype=np.float32)
         tokens = 0
         for i, hit in enumerate(cached):
@@ -215,7 +218,7 @@ class EmbeddingManager:
 
     async def similarity(self, model_name: str | None, text_a: str, text_b: str) -> tuple[str, float]:
         result = await self.embed(model_name, [text_a, text_b])
-        return result.model, float(np.dot(result.vectors[0], result.vectors[1]))
+        return result.model, float(result.vectors[0] @ result.vectors[1])
 
     async def rank(
         self, model_name: str | None, query: str, candidates: list[str], top_k: int | None
@@ -225,7 +228,7 @@ class EmbeddingManager:
         query_vec = await self.embed(model_name, [query], input_type="query")
         cand_vecs = await self.embed(model_name, candidates, input_type="passage")
         scores = cand_vecs.vectors @ query_vec.vectors[0]
-        order = np.argsort(-scores, kind="stable")
+        order = (-scores).argsort(kind="stable")
         if top_k is not None:
             order = order[:top_k]
         return query_vec.model, [RankedItem(int(i), float(scores[i])) for i in order]

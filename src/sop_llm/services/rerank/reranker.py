@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from sop_llm.infra.errors import BadRequestError, ModelNotFoundError, OverloadedError, UnsupportedFeatureError
 from sop_llm.infra.settings import Settings
 from sop_llm.providers.base import RerankProvider
 from sop_llm.services.embeddings.manager import EmbeddingManager, EmbeddingModel, RankedItem
 from sop_llm.services.routing.router import ModelRouter
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -66,7 +68,7 @@ class Reranker:
             scores, tokens = await self._cross_encode(model, model.provider, query, documents)
         else:
             scores, tokens = await self._by_embeddings(model.name, query, documents)
-        order = np.argsort(-scores, kind="stable")[:top_n]  # ties keep the documents' order
+        order = (-scores).argsort(kind="stable")[:top_n]  # ties keep the documents' order
         return Ranking(model.name, [RankedItem(int(i), float(scores[i])) for i in order], tokens)
 
     def _check(self, query: str, documents: list[str], top_n: int | None) -> None:
@@ -101,6 +103,8 @@ class Reranker:
         self._queued[model.name] += len(documents)
         loop = asyncio.get_running_loop()
         step = self._settings.embedding_batch_size
+        import numpy as np  # not at module level: numpy is imported by the first request, not at startup
+
         scores = np.empty(len(documents), dtype=np.float32)
         tokens = 0
         try:

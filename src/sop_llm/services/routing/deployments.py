@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -21,7 +21,9 @@ from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.types import Chunk, Completion, GenerationRequest, Health
 from sop_llm.services.local.manager import LocalModels
 from sop_llm.services.routing.circuit_breaker import CircuitBreaker
-from sop_llm.services.routing.circuit_share import SharedCircuits
+
+if TYPE_CHECKING:
+    from sop_llm.services.routing.circuit_share import SharedCircuits
 
 # How often replicas exchange opened breakers through Redis (when REDIS_URL is set).
 CIRCUIT_SHARE_INTERVAL = 1.0
@@ -69,6 +71,8 @@ class Deployments:
         self._shared: SharedCircuits | None = None
         self._share_task: asyncio.Task[None] | None = None
         if settings.redis_url and any(not d.provider.local for d in self.deployments.values()):
+            from sop_llm.services.routing.circuit_share import SharedCircuits  # the Redis client: only when used
+
             self._shared = SharedCircuits(settings.redis_url, settings.redis_timeout)
 
     async def start(self) -> None:

@@ -1,6 +1,7 @@
 """The deterministic steps of the JSON pipeline, each small and testable alone:
 `json.loads` → local repair with `json-repair` (code fences, prose around the JSON, trailing commas, quotes,
-comments, Python literals, truncation) → JSON-Schema validation. No model is involved here."""
+comments, Python literals, truncation) → JSON-Schema validation. No model is involved here. jsonschema is imported
+with the first schema, not when the server starts."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from json_repair import repair_json
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-from referencing import Registry
-from referencing.exceptions import Unresolvable
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 from sop_llm.infra.errors import BadRequestError
 
@@ -37,12 +37,18 @@ class LocalResult:
 
 @lru_cache(maxsize=256)
 def _validator(schema_text: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+    from referencing import Registry
+
     # An empty registry: a `$ref` is resolved inside the schema only, never fetched from a URL the request names.
     return Draft202012Validator(json.loads(schema_text), registry=Registry())
 
 
 def validator_for(schema: dict[str, Any]) -> Draft202012Validator:
     """A cached validator; an invalid schema is the caller's mistake (400), said plainly."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     text = json.dumps(schema, sort_keys=True)
     try:
         Draft202012Validator.check_schema(schema)
@@ -71,6 +77,8 @@ def schema_errors(value: Any, schema: dict[str, Any] | None) -> list[str]:
     """Validator messages, each prefixed with where in the value it applies (empty when valid)."""
     if schema is None:
         return [] if isinstance(value, dict | list) else ["expected a JSON object or array"]
+    from referencing.exceptions import Unresolvable
+
     try:
         found = list(validator_for(schema).iter_errors(value))
     except Unresolvable as exc:

@@ -23,7 +23,6 @@ from sop_llm.services.tasks.broker import BrokerDispatch
 from sop_llm.services.tasks.jobs import JOBS, JobContext
 from sop_llm.services.tasks.model import TaskRow, TaskStatus
 from sop_llm.services.tasks.repository import TaskRepository
-from sop_llm.services.tasks.webhook import deliver_webhook
 from sop_llm.services.usage.meter import UsageMeter, begin_request, end_request
 
 WEBHOOK_MAX_ATTEMPTS = 6
@@ -208,5 +207,7 @@ class TaskRunner:
             await self._send_webhook(row)
 
     async def _send_webhook(self, row: TaskRow) -> None:
+        from sop_llm.services.tasks.webhook import deliver_webhook  # aiohttp: imported on the first delivery
+
         delivery = await deliver_webhook(row, self._settings.webhook_allowed_hosts)
         await self._repo.webhook_attempted(row.id, delivery.delivered, delivery.error, delivery.final)

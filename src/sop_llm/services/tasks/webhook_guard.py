@@ -16,9 +16,6 @@ import socket
 from collections.abc import Collection
 from urllib.parse import urlsplit
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
-
 from sop_llm.infra.errors import BadRequestError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -58,7 +55,7 @@ def _host_of(url: str) -> tuple[str, int]:
     return parts.hostname.lower(), port
 
 
-def _allowed(host: str, allowed_hosts: Collection[str]) -> bool:
+def host_allowed(host: str, allowed_hosts: Collection[str]) -> bool:
     return host.lower() in {h.lower().strip("[]") for h in allowed_hosts}
 
 
@@ -73,7 +70,7 @@ async def check_destination(url: str, allowed_hosts: Collection[str]) -> None:
     """Raise WebhookRefused unless `url` may receive webhooks now (its host allowed, or every address it resolves
     to public). Makes no connection: at most a name lookup."""
     host, port = _host_of(url)
-    if _allowed(host, allowed_hosts):
+    if host_allowed(host, allowed_hosts):
         return
     literal = _literal(host)
     if literal is not None:
@@ -101,28 +98,3 @@ async def check_webhook_url(url: str, allowed_hosts: Collection[str]) -> None:
             "WEBHOOK_ALLOWED_HOSTS",
             param="webhook_url",
         ) from None
-
-
-class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver, keeping only the addresses a webhook may go to: the delivery connects to exactly the
-    addresses that were checked, so a name cannot resolve to a public address for the check and a private one for
-    the connection."""
-
-    def __init__(self, allowed_hosts: Collection[str]) -> None:
-        self._allowed = allowed_hosts
-        self._resolver = ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._resolver.resolve(host, port, family)
-        if _allowed(host, self._allowed):
-            return results
-        for result in results:
-            why = refusal(ipaddress.ip_address(result["host"].split("%", 1)[0]))
-            if why is not None:
-                raise OSError(f"webhook to {host} refused: {result['host']} is {why}")
-        return results
-
-    async def close(self) -> None:
-        await self._resolver.close()

@@ -15,16 +15,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sop_llm.infra.errors import BadRequestError, BudgetExceededError, NotFoundError
 from sop_llm.infra.redis_keys import budget_key
-from sop_llm.services.usage.counters import MemoryCounters, RedisCounters
+from sop_llm.services.usage.counters import MemoryCounters
 from sop_llm.services.usage.model import EVERY_MODEL, BudgetRow
 from sop_llm.services.usage.periods import Period, Window, window
+
+if TYPE_CHECKING:
+    from sop_llm.services.usage.redis_counters import RedisCounters
 
 CHARS_PER_TOKEN = 4
 
