@@ -17,6 +17,10 @@ install: $(STAMP)
 	# Export the embedding models served with `backend: onnx` to ONNX (and int8) once, into their cache folder
 	# (~/.cache/sop-llm/onnx unless ONNX_CACHE_DIR says otherwise); a quick no-op when they are there.
 	$(BIN)/python -m sop_llm.providers.local.onnx_export
+	# Bytecode for the project's own modules, as pip writes it for an installed package (this checkout is installed
+	# editable): without it, a start with PYTHONDONTWRITEBYTECODE set compiles ~160 modules again (~0.14 s before
+	# the first answer). Only changed files are compiled.
+	$(BIN)/python -m compileall -q src
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
