@@ -4,22 +4,24 @@ same numbers (the `limits` library's atomic Redis scripts), else in this process
 
 When Redis does not answer within REDIS_TIMEOUT, RATE_LIMIT_REDIS_DOWN decides, and Redis is left alone for a
 few seconds (infra/backoff.py) before it is tried again: `local` (default) limits each replica on its own
-counters meanwhile, `open` lets every request through, `closed` refuses with 503."""
+counters meanwhile, `open` lets every request through, `closed` refuses with 503. With no limit set (the default)
+the `limits` library is not imported at all."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-
-from limits import RateLimitItem, RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
-from limits.errors import StorageError
+from typing import TYPE_CHECKING
 
 from sop_llm.infra.backoff import Backoff
 from sop_llm.infra.errors import ServiceUnavailableError
 from sop_llm.infra.redis_keys import RATE_LIMIT_PREFIX
 from sop_llm.infra.settings import Settings
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+    from limits.aio.storage import Storage
+    from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class Decision:
 
 class _Counters:
     def __init__(self, storage: Storage) -> None:
+        from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+
         self.requests = MovingWindowRateLimiter(storage)
         self.tokens = FixedWindowRateLimiter(storage)
 
@@ -41,14 +45,25 @@ class RateLimiter:
     def __init__(self, settings: Settings) -> None:
         self._requests: RateLimitItem | None = None
         self._tokens: RateLimitItem | None = None
+        self._policy = settings.rate_limit_redis_down
+        self._local: _Counters | None = None
+        self._shared: _Counters | None = None
+        self._backoff = Backoff("rate limits: Redis")
+        self._storage_error: type[Exception] | tuple[()] = ()  # what a failing Redis raises; nothing while off
+        per_minute = settings.rate_limit_requests_per_minute, settings.rate_limit_tokens_per_minute
+        if not any(per_minute):
+            return
+        from limits import RateLimitItemPerMinute
+        from limits.aio.storage import MemoryStorage, RedisStorage
+        from limits.errors import StorageError
+
+        self._storage_error = StorageError
         if settings.rate_limit_requests_per_minute:
             self._requests = RateLimitItemPerMinute(settings.rate_limit_requests_per_minute, namespace="req")
         if settings.rate_limit_tokens_per_minute:
             self._tokens = RateLimitItemPerMinute(settings.rate_limit_tokens_per_minute, namespace="tok")
-        self._policy = settings.rate_limit_redis_down
         self._local = _Counters(MemoryStorage())
-        self._shared: _Counters | None = None
-        if settings.redis_url and self.enabled:
+        if settings.redis_url:
             timeout = settings.redis_timeout
             storage = RedisStorage(
                 "async+" + settings.redis_url,
@@ -59,7 +74,6 @@ class RateLimiter:
                 socket_connect_timeout=timeout,
             )
             self._shared = _Counters(storage)
-        self._backoff = Backoff("rate limits: Redis")
 
     @property
     def enabled(self) -> bool:
@@ -91,7 +105,7 @@ class RateLimiter:
             return None
         try:
             return await self._admit(counters, key)
-        except StorageError as exc:
+        except self._storage_error as exc:
             self._redis_failed(exc)
         return await self.admit(key)  # once more, under the Redis-down policy
 
@@ -126,5 +140,5 @@ class RateLimiter:
             return
         try:
             await counters.tokens.hit(self._tokens, key, cost=tokens)
-        except StorageError as exc:
+        except self._storage_error as exc:
             self._redis_failed(exc)
