@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from bench.embeddings import RawOnnx, RawTorch, sentences, served_backend
+from bench.embeddings import RawOnnx, RawTorch, sentences, served_backend, served_threads
 
 LINES = 2000
 INTERACTIVE_IDLE = 100
@@ -60,7 +60,9 @@ def _interactive(client: httpx.Client, count: int | None, stop: threading.Event 
 def run(url: str) -> dict[str, Any]:
     raw_torch = RawTorch()
     backend = served_backend()
-    raw_served = RawOnnx("int8" if "int8" in backend else None, None) if backend.startswith("onnx") else None
+    raw_served = None
+    if backend.startswith("onnx"):
+        raw_served = RawOnnx("int8" if "int8" in backend else None, served_threads())
     with httpx.Client(base_url=url, timeout=300) as client:
         _run_batch(client, sentences(100))  # warm the path
         torch_rate = raw_torch.throughput(sentences(LINES))

@@ -116,12 +116,17 @@ def served_backend() -> str:
     return " ".join(str(part) for part in (entry.get("backend", "torch"), entry.get("quantize")) if part)
 
 
+def served_threads() -> int:
+    """The served model's onnxruntime threads: EMBEDDING_THREADS, else the shipped config's 2."""
+    return int(os.environ.get("EMBEDDING_THREADS") or 2)
+
+
 def run(url: str, rounds: int = 3, onnx_threads: int | None = None) -> dict[str, Any]:
     """Alternate the raw encoders and the HTTP rounds (fresh sentences each time) and take medians.
 
     The machine's speed drifts, so only ratios within one run mean much; `onnx_threads` sets the raw onnx
     encoders' onnxruntime threads (default: the served model's, EMBEDDING_THREADS or the shipped config's 2)."""
-    threads = onnx_threads or int(os.environ.get("EMBEDDING_THREADS") or 2)
+    threads = onnx_threads or served_threads()
     raw_torch, raw_fp32, raw_int8 = RawTorch(), RawOnnx(None, threads), RawOnnx("int8", threads)
     asyncio.run(_http_throughput(url, sentences(128), "base64"))
     figures: dict[str, list[float]] = {"torch": [], "onnx": [], "onnx_int8": [], "base64": [], "float": []}
