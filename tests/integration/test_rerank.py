@@ -1,5 +1,6 @@
-"""Rerank through a live server, on both backends: a cross-encoder (trained for these tests from the embedded MiniLM
-weights, see tests/cross_encoder_model.py) and an embedding model (cosine similarity, the default).
+"""Rerank through a live server, on both kinds of model: a cross-encoder (trained for these tests from the embedded
+MiniLM weights, see tests/cross_encoder_model.py), on torch and on onnxruntime, and an embedding model (cosine
+similarity, the default).
 
 The ranking checks use held-out queries: topics the cross-encoder never saw while training. Untrained, it ranks
 them at random, so these checks fail for a reranker that does not really rank.
@@ -18,15 +19,18 @@ import pytest
 from transformers import AutoTokenizer
 
 from sop_llm.infra.errors import ProviderInitializationError
-from sop_llm.infra.model_config import ConfigError, EmbeddingModelConfig, ProviderConfig
+from sop_llm.infra.model_config import EmbeddingModelConfig, ProviderConfig
 from sop_llm.providers.local.cross_encoder import CrossEncoderProvider
 from sop_llm.providers.local.embedded import resolve_model_path
+from sop_llm.providers.local.onnx_cross_encoder import OnnxCrossEncoderProvider
+from sop_llm.providers.registry import provider_types, rerank_provider
 from tests.cross_encoder_model import HELD_OUT, build_cross_encoder
 from tests.live_server import LiveServer, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.api]
 
 RERANKER = "test-reranker"
+ONNX_RERANKER = "test-reranker-onnx"
 EMBEDDER = "all-minilm-l6-v2"
 MAX_DOCUMENTS = 100  # EMBEDDING_MAX_INPUTS of this module's server
 QUERIES = [query for query, _ in HELD_OUT]
@@ -40,7 +44,14 @@ def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def service(cross_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="module")
+def service(
+    cross_encoder_dir: Path, onnx_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     folder = tmp_path_factory.mktemp("rerank-config")
     (folder / "providers.yaml").write_text(
         "providers:\n"
@@ -60,6 +71,11 @@ def service(cross_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
         f"    model: '{cross_encoder_dir}'\n"
         "    aliases: [rerank-small]\n"
         "    options: {batch_size: 16}\n"
+        f"  {ONNX_RERANKER}:\n"
+        "    provider: rerankers\n"
+        f"    model: '{cross_encoder_dir}'\n"
+        "    backend: onnx\n"
+        f"    options: {{batch_size: 16, cache_dir: '{onnx_cache}'}}\n"
     )
     live = LiveServer(
         make_settings(
@@ -271,10 +287,68 @@ def test_what_cannot_serve_as_a_cross_encoder_is_refused_at_load(model: str, wor
     assert words in refused.value.message
 
 
-def test_a_cross_encoder_runs_on_torch_only() -> None:
-    config = EmbeddingModelConfig(provider="rerankers", model="m", backend="onnx")
-    with pytest.raises(ConfigError, match=r"embeddings.reranker.backend: a cross_encoder model runs on torch"):
-        CrossEncoderProvider("reranker", config, ProviderConfig(type="cross_encoder"))
+def test_a_cross_encoder_runs_on_torch_or_onnx() -> None:
+    provider_types()  # imports every provider module
+    assert rerank_provider("cross_encoder") is CrossEncoderProvider
+    assert rerank_provider("cross_encoder", "onnx") is OnnxCrossEncoderProvider
+    assert rerank_provider("sentence_transformers") is None  # not a reranker
+
+
+def test_onnx_scores_are_the_torch_scores(cross_encoder_dir: Path, onnx_cache: Path) -> None:
+    """float32 onnx gives torch's scores and token counts; int8 keeps every held-out query's ranking."""
+    torch_config = EmbeddingModelConfig(provider="rerankers", model=str(cross_encoder_dir))
+    reference = CrossEncoderProvider("torch", torch_config, ProviderConfig(type="cross_encoder"))
+    reference.load_blocking()
+    providers = {}
+    for quantize in (None, "int8"):
+        config = EmbeddingModelConfig(
+            provider="rerankers",
+            model=str(cross_encoder_dir),
+            backend="onnx",
+            quantize=quantize,  # type: ignore[arg-type]
+            options={"cache_dir": str(onnx_cache), "batch_size": 4},
+        )
+        providers[quantize] = OnnxCrossEncoderProvider("onnx", config, ProviderConfig(type="cross_encoder"))
+        providers[quantize].load_blocking()
+    assert providers[None].max_input_tokens == reference.max_input_tokens
+    worst = {None: 0.0, "int8": 0.0}
+    long_document = " ".join(PASSAGES * 40)  # truncated: the longer text of the pair goes first
+    for own, query in enumerate(QUERIES):
+        documents = [*PASSAGES, long_document]
+        expected, expected_tokens = reference.score_blocking(query, documents)
+        assert int(expected.argmax()) == own
+        for quantize, provider in providers.items():
+            scores, tokens = provider.score_blocking(query, documents)
+            assert scores.dtype == expected.dtype and scores.shape == expected.shape
+            assert tokens == expected_tokens
+            worst[quantize] = max(worst[quantize], float(abs(scores - expected).max()))
+            assert int(scores.argmax()) == own
+    print(f"\nonnx reranker vs torch, largest score difference: fp32 {worst[None]:.2e}, int8 {worst['int8']:.3f}")
+    assert worst[None] < 1e-4
+    assert worst["int8"] < 0.05
+
+
+def test_the_onnx_backend_refuses_what_it_does_not_implement(onnx_cache: Path) -> None:
+    config = EmbeddingModelConfig(
+        provider="rerankers", model="embedded:all-minilm-l6-v2", backend="onnx", options={"cache_dir": str(onnx_cache)}
+    )
+    provider = OnnxCrossEncoderProvider("reranker", config, ProviderConfig(type="cross_encoder"))
+    with pytest.raises(ProviderInitializationError, match="serves sequence-classification cross-encoders"):
+        provider.load_blocking()
+
+
+def test_the_onnx_reranker_is_served_like_the_torch_one(service: LiveServer) -> None:
+    models = {m["name"]: m for m in httpx.get(f"{service.url}/api/v1/models").json()["models"]}
+    assert models[ONNX_RERANKER]["kind"] == "rerank"
+    assert models[ONNX_RERANKER]["max_input_tokens"] == models[RERANKER]["max_input_tokens"]
+    for expected, query in enumerate(QUERIES):
+        by_torch = _rerank(service, {"model": RERANKER, "query": query, "documents": PASSAGES}).json()
+        by_onnx = _rerank(service, {"model": ONNX_RERANKER, "query": query, "documents": PASSAGES}).json()
+        assert by_onnx["results"][0]["index"] == expected
+        assert [r["index"] for r in by_onnx["results"]] == [r["index"] for r in by_torch["results"]]
+        assert by_onnx["usage"] == by_torch["usage"]
+        for mine, theirs in zip(by_onnx["results"], by_torch["results"], strict=True):
+            assert mine["relevance_score"] == pytest.approx(theirs["relevance_score"], abs=1e-4)
 
 
 # --- bad input ------------------------------------------------------------------------------------------------------

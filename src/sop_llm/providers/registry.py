@@ -12,10 +12,10 @@ from sop_llm.providers.base import EmbeddingProvider, GenerationProvider, Rerank
 
 ProviderClass = type[GenerationProvider] | type[EmbeddingProvider] | type[RerankProvider]
 _registry: dict[str, ProviderClass] = {}
-# Other implementations of an embedding provider type, chosen by the model's `backend:` (e.g. onnx).
-_backends: dict[tuple[str, str], type[EmbeddingProvider]] = {}
+# Other implementations of an embedding or rerank provider type, chosen by the model's `backend:` (e.g. onnx).
+_backends: dict[tuple[str, str], type[EmbeddingProvider] | type[RerankProvider]] = {}
 _T = TypeVar("_T", bound=ProviderClass)
-_E = TypeVar("_E", bound=type[EmbeddingProvider])
+_E = TypeVar("_E", bound=type[EmbeddingProvider] | type[RerankProvider])
 
 
 def register_provider(name: str) -> Callable[[_T], _T]:
@@ -29,7 +29,8 @@ def register_provider(name: str) -> Callable[[_T], _T]:
 
 
 def register_backend(provider_type: str, backend: str) -> Callable[[_E], _E]:
-    """Register another implementation of an embedding provider type; models pick it with `backend: <name>`."""
+    """Register another implementation of an embedding or rerank provider type; models pick it with
+    `backend: <name>`."""
 
     def decorator(cls: _E) -> _E:
         if _backends.get((provider_type, backend), cls) is not cls:
@@ -65,20 +66,29 @@ def generation_provider(name: str) -> type[GenerationProvider]:
 
 def embedding_provider(name: str, backend: str = "torch") -> type[EmbeddingProvider]:
     """The type's own class for the default backend (`torch`), else the class registered for that backend."""
-    if (name, backend) in _backends:
-        return _backends[(name, backend)]
     cls = _registry.get(name)
     if cls is None or not issubclass(cls, EmbeddingProvider):
         raise ProviderNotFoundError(f"no embedding provider of type '{name}' is registered")
-    if backend != "torch":
-        offered = sorted(b for t, b in _backends if t == name)
-        raise ProviderNotFoundError(
-            f"embedding provider type '{name}' has no '{backend}' backend (backends: {['torch', *offered]})"
-        )
-    return cls
+    chosen = _with_backend(name, cls, backend)
+    assert issubclass(chosen, EmbeddingProvider)
+    return chosen
 
 
-def rerank_provider(name: str) -> type[RerankProvider] | None:
-    """The reranker registered as type `name`, or None when that type is not a reranker."""
+def rerank_provider(name: str, backend: str = "torch") -> type[RerankProvider] | None:
+    """The reranker registered as type `name` (or its `backend` implementation), or None when that type is not a
+    reranker."""
     cls = _registry.get(name)
-    return cls if cls is not None and issubclass(cls, RerankProvider) else None
+    if cls is None or not issubclass(cls, RerankProvider):
+        return None
+    chosen = _with_backend(name, cls, backend)
+    assert issubclass(chosen, RerankProvider)
+    return chosen
+
+
+def _with_backend(name: str, cls: ProviderClass, backend: str) -> ProviderClass:
+    if backend == "torch":
+        return cls
+    if (name, backend) in _backends:
+        return _backends[(name, backend)]
+    offered = sorted(b for t, b in _backends if t == name)
+    raise ProviderNotFoundError(f"provider type '{name}' has no '{backend}' backend (backends: {['torch', *offered]})")

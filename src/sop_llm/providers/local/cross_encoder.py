@@ -1,4 +1,5 @@
 """`cross_encoder`: a sentence-transformers CrossEncoder in-process, scoring (query, document) pairs to rerank.
+This is the `torch` backend; `backend: onnx` is onnx_cross_encoder.py.
 
 The model comes from a local folder or from the local Hugging Face cache (a hub id); nothing is downloaded.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sop_llm.infra.errors import ProviderInitializationError
-from sop_llm.infra.model_config import ConfigError, EmbeddingModelConfig, ProviderConfig
+from sop_llm.infra.model_config import EmbeddingModelConfig, ProviderConfig
 from sop_llm.providers.base import RerankProvider
 from sop_llm.providers.local.embedded import resolve_model_path
 from sop_llm.providers.local.hf_loading import model_construction
@@ -33,11 +34,6 @@ class CrossEncoderProvider(RerankProvider):
 
     def __init__(self, name: str, model: EmbeddingModelConfig, provider: ProviderConfig) -> None:
         super().__init__(name, model, provider)
-        if model.backend != "torch":
-            raise ConfigError(
-                f"embeddings.yaml: embeddings.{name}.backend: a cross_encoder model runs on torch; "
-                f"remove `backend: {model.backend}`"
-            )
         self._batch_size = int(model.options.get("batch_size", 32))
 
     @property

@@ -19,7 +19,7 @@ from sop_llm.providers.base import EmbeddingProvider
 from sop_llm.providers.local.embedded import resolve_model_path
 from sop_llm.providers.local.onnx_export import (
     cache_dir_option,
-    ensure_exported,
+    export_in_child,
     exported_path,
     read_json,
     transformer_dir,
@@ -190,13 +190,13 @@ class OnnxEmbeddingsProvider(EmbeddingProvider):
         path = exported_path(self.model_config.model, model_dir, cache_dir, quantize)
         if not path.is_file():
             logger.warning(
-                "embedding model '{}': no ONNX export in {}; exporting now (slow, needs torch). `make install`, or "
-                "`python -m sop_llm.providers.local.onnx_export`, does this ahead of time",
+                "embedding model '{}': no ONNX export in {}; exporting now in a child process (slow, needs "
+                "torch). `make install`, or `python -m sop_llm.providers.local.onnx_export`, does this ahead of time",
                 self.name,
                 cache_dir,
             )
-            path = ensure_exported(self.model_config.model, model_dir, cache_dir, quantize)
-        self._session = _open_session(path, int(options.get("threads") or 1))
+            path = export_in_child(self.model_config.model, model_dir, cache_dir, quantize, "embeddings")
+        self._session = open_session(path, int(options.get("threads") or 1))
         self._input_names = tuple(i.name for i in self._session.get_inputs())
         self._tokenizer = _open_tokenizer(transformer_dir(model_dir), sentence.max_seq_length)
         self._sentence = sentence
@@ -261,7 +261,7 @@ class OnnxEmbeddingsProvider(EmbeddingProvider):
         self._tokenizer = None
 
 
-def _open_session(path: Path, threads: int) -> onnxruntime.InferenceSession:
+def open_session(path: Path, threads: int) -> onnxruntime.InferenceSession:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()

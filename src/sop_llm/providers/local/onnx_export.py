@@ -1,5 +1,8 @@
 """Export a sentence-transformers model's transformer to ONNX once, into a cache folder; optionally quantize it.
 
+Two kinds of graph: an embedding model's token embeddings (`embeddings`, served by onnx_embeddings.py) and a
+cross-encoder's scores (`scores`: the sequence-classification logits, served by onnx_cross_encoder.py).
+
 Exporting needs torch and transformers (installed for the torch backend anyway) and happens once: `make install`
 runs `python -m sop_llm.providers.local.onnx_export`, which exports every embedding model configured with
 `backend: onnx`. Serving the exported file needs only onnxruntime (see `onnx_embeddings.py`).
@@ -22,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +39,7 @@ from sop_llm.infra.errors import ProviderInitializationError
 from sop_llm.providers.local.hf_loading import model_construction
 
 Quantize = Literal["int8"] | None
+Kind = Literal["embeddings", "scores"]
 
 # Bump when the exported graph changes (inputs, outputs, optimizer or quantization settings).
 EXPORT_VERSION = 2
@@ -80,10 +85,11 @@ def fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def exported_path(model: str, model_dir: Path, cache_dir: Path, quantize: Quantize) -> Path:
+def exported_path(model: str, model_dir: Path, cache_dir: Path, quantize: Quantize, kind: Kind = "embeddings") -> Path:
     """Where the export of `model` (its config id, e.g. `embedded:all-minilm-l6-v2`) lives in `cache_dir`."""
     label = re.sub(r"[^A-Za-z0-9._-]+", "-", model.removeprefix("embedded:")).strip("-.")[-60:] or "model"
-    name = "model.int8.onnx" if quantize == "int8" else "model.onnx"
+    stem = "model" if kind == "embeddings" else "scores"
+    name = f"{stem}.int8.onnx" if quantize == "int8" else f"{stem}.onnx"
     return cache_dir / f"{label}-{fingerprint(model_dir)}" / name
 
 
@@ -101,39 +107,42 @@ def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
             os.unlink(temporary)
 
 
-def _export_fp32(model_dir: Path, target: Path) -> None:
+def _export_fp32(model_dir: Path, target: Path, kind: Kind) -> None:
     import torch
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     source = transformer_dir(model_dir)
+    loader = AutoModel if kind == "embeddings" else AutoModelForSequenceClassification
+    output = "token_embeddings" if kind == "embeddings" else "logits"
     # The eager attention exports as plain MatMul/Softmax, the pattern onnxruntime's optimizer fuses.
     with model_construction:
-        model = AutoModel.from_pretrained(str(source), local_files_only=True, attn_implementation="eager")
+        model = loader.from_pretrained(str(source), local_files_only=True, attn_implementation="eager")
     model.eval()
     names = ["input_ids", "attention_mask"]
     if model.config.model_type in {"bert", "xlm-roberta", "roberta", "electra"} and model.config.type_vocab_size > 1:
         names.append("token_type_ids")
 
-    class TokenEmbeddings(torch.nn.Module):
+    class Outputs(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
         def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-            output = self.model(**dict(zip(names, inputs, strict=True)))
-            return output.last_hidden_state  # type: ignore[no-any-return]
+            result = self.model(**dict(zip(names, inputs, strict=True)))
+            return result.last_hidden_state if kind == "embeddings" else result.logits  # type: ignore[no-any-return]
 
     sample = tuple(torch.ones((2, 8), dtype=torch.long) for _ in names)
-    axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "token_embeddings"]}
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    axes[output] = {0: "batch", 1: "sequence"} if kind == "embeddings" else {0: "batch"}
 
     def write(path: Path) -> None:
         with torch.inference_mode():
             torch.onnx.export(
-                TokenEmbeddings(),
+                Outputs(),
                 sample,
                 str(path),
                 input_names=names,
-                output_names=["token_embeddings"],
+                output_names=[output],
                 dynamic_axes=axes,
                 opset_version=OPSET,
                 dynamo=False,
@@ -201,17 +210,19 @@ def _sensitive_nodes(graph: Any) -> list[str]:
     return list(dict.fromkeys(keep))
 
 
-def ensure_exported(model: str, model_dir: Path, cache_dir: Path, quantize: Quantize) -> Path:
+def ensure_exported(
+    model: str, model_dir: Path, cache_dir: Path, quantize: Quantize, kind: Kind = "embeddings"
+) -> Path:
     """Export (and quantize) unless the file for these weights is already in `cache_dir`; return its path."""
-    fp32 = exported_path(model, model_dir, cache_dir, None)
-    wanted = exported_path(model, model_dir, cache_dir, quantize)
+    fp32 = exported_path(model, model_dir, cache_dir, None, kind)
+    wanted = exported_path(model, model_dir, cache_dir, quantize, kind)
     if wanted.is_file():
         return wanted
     started = time.perf_counter()
     if not fp32.is_file():
         logger.info("exporting embedding model {} to ONNX: {}", model, fp32)
         try:
-            _export_fp32(model_dir, fp32)
+            _export_fp32(model_dir, fp32, kind)
         except ImportError as exc:
             raise ProviderInitializationError(
                 f"exporting {model} to ONNX needs torch and transformers ({exc}); run the export where they are "
@@ -225,7 +236,7 @@ def ensure_exported(model: str, model_dir: Path, cache_dir: Path, quantize: Quan
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Export every embedding model that the configuration serves with `backend: onnx`."""
+    """Export every embedding model and cross-encoder that the configuration serves with `backend: onnx`."""
     from dotenv import dotenv_values
 
     from sop_llm.infra.model_config import ConfigError, load_service_config
@@ -235,9 +246,18 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m sop_llm.providers.local.onnx_export",
-        description="export the embedding models configured with `backend: onnx` (CONFIG_DIR/embeddings.yaml)",
+        description="export the embedding models and cross-encoders configured with `backend: onnx` "
+        "(CONFIG_DIR/embeddings.yaml), or the one --model names",
     )
-    parser.parse_args(argv)
+    parser.add_argument("--model", help="export only this model (a folder or embedded:<name>), not the config's")
+    parser.add_argument("--kind", choices=["embeddings", "scores"], default="embeddings")
+    parser.add_argument("--quantize", choices=["int8"], default=None)
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.model:
+        model_dir = Path(resolve_model_path(args.model))
+        print(ensure_exported(args.model, model_dir, args.cache_dir or default_cache_dir(), args.quantize, args.kind))
+        return 0
     settings = Settings()
     # `${VAR}` in the config files sees the process environment over `.env`, as the server does.
     environ = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **os.environ}
@@ -250,14 +270,28 @@ def main(argv: list[str] | None = None) -> int:
     for name, entry in config.embeddings.items():
         if entry.backend != "onnx":
             continue
+        kind: Kind = "scores" if config.providers[entry.provider].type == "cross_encoder" else "embeddings"
         path = ensure_exported(
-            entry.model, Path(resolve_model_path(entry.model)), cache_dir_option(entry.options), entry.quantize
+            entry.model, Path(resolve_model_path(entry.model)), cache_dir_option(entry.options), entry.quantize, kind
         )
         print(f"{name}: {path}")
         exported += 1
     if not exported:
-        print("no embedding model uses `backend: onnx`; nothing to export")
+        print("no embedding model or cross-encoder uses `backend: onnx`; nothing to export")
     return 0
+
+
+def export_in_child(model: str, model_dir: Path, cache_dir: Path, quantize: Quantize, kind: Kind) -> Path:
+    """`ensure_exported` in a child process: a server that lacks an export makes it without importing torch, and
+    torch's tracer, which is not thread-safe, never runs beside a model serving on torch in the same process."""
+    command = [sys.executable, "-m", __name__, "--model", model, "--kind", kind, "--cache-dir", str(cache_dir)]
+    if quantize:
+        command += ["--quantize", quantize]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ProviderInitializationError(f"exporting {model} to ONNX failed: {last[:500]}")
+    return exported_path(model, model_dir, cache_dir, quantize, kind)
 
 
 def cache_dir_option(options: dict[str, Any]) -> Path:

@@ -64,7 +64,7 @@ class EmbeddingManager:
         for name, model_config in config.embeddings.items():
             provider_config = config.providers[model_config.provider]
             try:
-                cls = rerank_provider(provider_config.type) or embedding_provider(
+                cls = rerank_provider(provider_config.type, model_config.backend) or embedding_provider(
                     provider_config.type, model_config.backend
                 )
             except ProviderNotFoundError as exc:
