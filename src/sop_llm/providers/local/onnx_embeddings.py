@@ -12,18 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loguru import logger
-
 from sop_llm.infra.errors import ProviderInitializationError
 from sop_llm.providers.base import EmbeddingProvider
-from sop_llm.providers.local.embedded import resolve_model_path
-from sop_llm.providers.local.onnx_export import (
-    cache_dir_option,
-    export_in_child,
-    exported_path,
-    read_json,
-    transformer_dir,
-)
+from sop_llm.providers.local.onnx_export import local_model_dir, read_json, served_graph, transformer_dir
 from sop_llm.providers.registry import register_backend
 
 if TYPE_CHECKING:
@@ -173,29 +164,15 @@ class OnnxEmbeddingsProvider(EmbeddingProvider):
         return self._session, self._tokenizer, self._sentence
 
     def load_blocking(self) -> None:
-        model_dir = Path(resolve_model_path(self.model_config.model))
-        if not model_dir.is_dir():
-            raise ProviderInitializationError(
-                f"`backend: onnx` needs the model as a local folder (or embedded:<name>); '{self.model_config.model}'"
-                " is not one"
-            )
+        model, quantize = self.model_config.model, self.model_config.quantize
+        model_dir = local_model_dir("the model", model)
         options: dict[str, Any] = dict(self.model_config.options)
         sentence = read_sentence_config(model_dir)
         if "max_seq_length" in options:
             sentence = SentenceConfig(
                 sentence.pooling, sentence.normalize, int(options["max_seq_length"]), sentence.lowercase
             )
-        cache_dir = cache_dir_option(options)
-        quantize = self.model_config.quantize
-        path = exported_path(self.model_config.model, model_dir, cache_dir, quantize)
-        if not path.is_file():
-            logger.warning(
-                "embedding model '{}': no ONNX export in {}; exporting now in a child process (slow, needs "
-                "torch). `make install`, or `python -m sop_llm.providers.local.onnx_export`, does this ahead of time",
-                self.name,
-                cache_dir,
-            )
-            path = export_in_child(self.model_config.model, model_dir, cache_dir, quantize, "embeddings")
+        path = served_graph(f"embedding model '{self.name}'", model, model_dir, options, quantize, "embeddings")
         self._session = open_session(path, int(options.get("threads") or 1))
         self._input_names = tuple(i.name for i in self._session.get_inputs())
         self._tokenizer = _open_tokenizer(transformer_dir(model_dir), sentence.max_seq_length)

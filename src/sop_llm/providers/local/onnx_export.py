@@ -294,6 +294,36 @@ def export_in_child(model: str, model_dir: Path, cache_dir: Path, quantize: Quan
     return exported_path(model, model_dir, cache_dir, quantize, kind)
 
 
+def local_model_dir(what: str, model: str) -> Path:
+    """The folder an onnx provider loads `model` from; `what` names the model in the message (e.g. "a reranker")."""
+    from sop_llm.providers.local.embedded import resolve_model_path
+
+    model_dir = Path(resolve_model_path(model))
+    if not model_dir.is_dir():
+        raise ProviderInitializationError(
+            f"`backend: onnx` needs {what} as a local folder (or embedded:<name>); '{model}' is not one"
+        )
+    return model_dir
+
+
+def served_graph(
+    name: str, model: str, model_dir: Path, options: dict[str, Any], quantize: Quantize, kind: Kind
+) -> Path:
+    """The exported graph an onnx provider serves: the cached file or, with a warning naming `name`, one exported
+    now in a child process."""
+    cache_dir = cache_dir_option(options)
+    path = exported_path(model, model_dir, cache_dir, quantize, kind)
+    if not path.is_file():
+        logger.warning(
+            "{}: no ONNX export in {}; exporting now in a child process (slow, needs torch). `make install`, or "
+            "`python -m sop_llm.providers.local.onnx_export`, does this ahead of time",
+            name,
+            cache_dir,
+        )
+        path = export_in_child(model, model_dir, cache_dir, quantize, kind)
+    return path
+
+
 def cache_dir_option(options: dict[str, Any]) -> Path:
     """The model's `options.cache_dir` (`~` expanded), or the default folder."""
     value = options.get("cache_dir")
