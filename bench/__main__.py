@@ -9,15 +9,36 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import batches, batching, embeddings, gateway, generation, structured, tasks
+from bench import batches, batching, embeddings, fairness, gateway, generation, structured, tasks
 from bench.service import Service
 
-PHASES = ["gateway", "startup", "generation", "embeddings", "batch API", "structured output", "tasks", "batching"]
+PHASES = [
+    "gateway",
+    "startup",
+    "generation",
+    "embeddings",
+    "batch API",
+    "structured output",
+    "fairness",
+    "tasks",
+    "batching",
+]
+
+
+def cpu_model() -> str:
+    """The `model name` line of /proc/cpuinfo (Linux), else what the platform module knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    results: dict[str, object] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    machine = {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    print(f"machine: {machine['cpu_model']}, {machine['cpus']} cores, Python {machine['python']}")
+    results: dict[str, object] = {"machine": machine}
     progress = tqdm(total=len(PHASES), desc="benchmarks", unit="phase")
 
     def step(name: str) -> None:
@@ -65,6 +86,10 @@ def main() -> None:
         step("structured output")
         results["structured_output"] = json_counts
         print(f"structured output (30 json_schema prompts, SmolLM2 generator and fixer): {json_counts}")
+    fair = fairness.run()  # its own service: the shipped config with auth on
+    step("fairness")
+    results["fairness"] = fair
+    print(fairness.summary(fair))
     queue = tasks.run()
     step("tasks")
     results["tasks"] = queue

@@ -14,8 +14,10 @@ from starlette.requests import Request
 
 from sop_llm.api.disconnect import cancel_on_disconnect
 from sop_llm.api.metering import reserve_tokens
+from sop_llm.api.middleware.auth import caller_key
 from sop_llm.api.middleware.rate_limit import record_tokens
 from sop_llm.providers.types import Chunk, Completion, GenerationRequest, Usage
+from sop_llm.services import priority
 from sop_llm.services.container import Services
 from sop_llm.services.usage.budgets import Reservation, estimate_tokens
 from sop_llm.services.usage.meter import note_failure, note_usage
@@ -24,6 +26,7 @@ from sop_llm.services.usage.meter import note_failure, note_usage
 async def _reserve_for(
     request: Request, services: Services, model: str | None, gen: GenerationRequest
 ) -> Reservation | None:
+    priority.caller.set(caller_key(request.scope))  # the local engine shares its slots fairly between callers
     prompt = estimate_tokens(gen.prompt_chars())
     want = prompt + gen.max_tokens
     reservation = await reserve_tokens(request, services, services.router.resolve(model), want, least=prompt + 1)

@@ -43,12 +43,16 @@ class ModelConfig(_Strict):
     context_length: int = Field(2048, ge=64)
     instances: int = Field(1, ge=1, le=16, description="independent model instances serving requests")
     scheduler: Literal["serial", "batched"] = Field(
-        "serial",
-        description="llamacpp: serial = each instance serves one request at a time; batched = one context decodes "
-        "up to `parallel` requests together (continuous batching)",
+        "batched",
+        description="llamacpp: batched = one context decodes up to `parallel` requests together (continuous "
+        "batching, callers in turn, interactive first); serial = each instance serves one request at a time",
     )
-    parallel: int = Field(
-        8, ge=1, le=64, description="scheduler batched: sequence slots, each with context_length tokens of KV cache"
+    parallel: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="scheduler batched: sequence slots, each with context_length tokens of KV cache; default: as "
+        "many as fit in a quarter of the machine's memory, at most 8",
     )
     options: dict[str, Any] = Field(default_factory=dict)
 

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     llm_max_tokens_per_request: int = Field(2048, ge=1, alias="LLM_MAX_TOKENS_PER_REQUEST")
     llm_max_concurrent_requests: int = Field(5, ge=1, alias="LLM_MAX_CONCURRENT_REQUESTS")
     llm_max_queued_requests: int = Field(64, ge=0, alias="LLM_MAX_QUEUED_REQUESTS")
+    # Batched models: slots one caller (key, token subject, client IP) may hold at once; 0 = only the fair share.
+    llm_max_concurrent_per_caller: int = Field(0, ge=0, alias="LLM_MAX_CONCURRENT_PER_CALLER")
     llm_memory_threshold: float = Field(90.0, gt=0, le=100, alias="LLM_MEMORY_THRESHOLD")
     llm_max_prompt_chars: int = Field(32_000, ge=1, alias="LLM_MAX_PROMPT_CHARS")
     llm_max_messages: int = Field(256, ge=1, alias="LLM_MAX_MESSAGES")

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, ClassVar
 
 from sop_llm.infra.errors import UnsupportedFeatureError
-from sop_llm.providers.types import Capability, Chunk, Completion, GenerationRequest, Health
+from sop_llm.providers.types import AdmissionLimits, Capability, Chunk, Completion, GenerationRequest, Health
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,6 +25,15 @@ class GenerationProvider(ABC):
         self.name = name
         self.model_config = model
         self.provider_config = provider
+
+    @property
+    def queues_requests(self) -> bool:
+        """Whether it queues and admits requests itself (fairly by caller and class, within `AdmissionLimits`),
+        so the model manager does not hold them back with its own slots."""
+        return False
+
+    def set_admission_limits(self, limits: AdmissionLimits) -> None:  # noqa: B027 - only self-queueing providers
+        """The queue bounds a self-queueing provider applies (from the settings)."""
 
     @property
     def logprobs(self) -> bool:

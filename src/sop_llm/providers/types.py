@@ -20,6 +20,24 @@ class Capability(enum.StrEnum):
     EMBEDDINGS = "embeddings"
 
 
+class WorkClass(enum.IntEnum):
+    """How urgently a generation is wanted; a lower value goes first. Interactive: an HTTP request someone waits
+    on. Task: a background task's generation. Batch: a line of a Batch API batch."""
+
+    INTERACTIVE = 0
+    TASK = 1
+    BATCH = 2
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    """How long and how many requests may wait for a local model, and how many slots one caller may hold."""
+
+    max_waiting: int = 64
+    queue_timeout: float = 60.0
+    per_caller: int = 0  # 0: no limit beyond a fair share
+
+
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: str
@@ -68,6 +86,9 @@ class GenerationRequest:
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit
+    # Who asked and how urgently: a local engine shares its slots fairly between callers, interactive work first.
+    caller: str | None = None
+    work_class: WorkClass = WorkClass.INTERACTIVE
 
     def prompt_chars(self) -> int:
         if self.prompt is not None:

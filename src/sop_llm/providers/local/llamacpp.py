@@ -10,9 +10,10 @@ previous prompt's cache and evaluate only the part after the common prefix — a
 slightly different logits, so the same temperature-0 request could answer differently depending on what ran on
 the instance before it. With the reset, the same request gives the same answer.
 
-With `scheduler: batched` (models.yaml) one context decodes up to `parallel` requests together instead: see
-`batching/scheduler.py`. There a request reuses the KV cache a free slot holds for the same prompt prefix; greedy
-answers matched the serial ones in the tests, though llama.cpp does not promise it across batch shapes.
+With `scheduler: batched` (models.yaml; the default) one context decodes up to `parallel` requests together
+instead, admitting callers in turn and interactive work first: see `batching/scheduler.py`. There a request reuses
+the KV cache a free slot holds for the same prompt prefix; with the Makefile's llama.cpp build (no kernels whose
+arithmetic depends on the batch) a cold prefix, a reused one and a busy batch give the same logits.
 
 A JSON schema becomes a GBNF grammar; one whose grammar would exceed `GRAMMAR_MAX_CHARS` (large `minItems` or
 `maxLength` are spelled out as repetitions) is constrained to JSON syntax only, and the JSON pipeline checks the
@@ -48,6 +49,7 @@ from sop_llm.providers.local.threaded import Counters, ThreadStream
 from sop_llm.providers.local.tools import ToolPlan, parse_tool_call, plain_history, plan_tools
 from sop_llm.providers.registry import register_provider
 from sop_llm.providers.types import (
+    AdmissionLimits,
     Capability,
     Chunk,
     Completion,
@@ -66,6 +68,19 @@ if TYPE_CHECKING:
 
 GRAMMAR_MAX_CHARS = 100_000
 BATCHED_SPARE_CTX = 256  # the context of the instance that only lends its weights and tokenizer to the scheduler
+MAX_DEFAULT_PARALLEL = 8  # on a CPU a step's time grows with its sequences: more slots add little throughput
+KV_SHARE_OF_MEMORY = 4  # the default slots' KV cache stays within 1/4 of the machine's memory
+
+
+def default_parallel(model: Any, context_length: int, memory_bytes: int) -> int:
+    """Slots for a model whose config names none: as many as fit in a quarter of memory, from 1 to 8."""
+    import llama_cpp
+
+    heads = max(1, llama_cpp.llama_model_n_head(model))
+    head_dim = llama_cpp.llama_model_n_embd(model) // heads
+    per_token = 2 * llama_cpp.llama_model_n_layer(model) * llama_cpp.llama_model_n_head_kv(model) * head_dim * 2
+    per_slot = max(1, per_token * context_length)  # f16 keys and values for every layer
+    return int(max(1, min(MAX_DEFAULT_PARALLEL, memory_bytes // KV_SHARE_OF_MEMORY // per_slot)))
 
 
 @register_provider("llamacpp")
@@ -91,7 +106,16 @@ class LlamaCppProvider(GenerationProvider):
         self._formatter: Any = None
         self._eos_text = ""
         self._scheduler: BatchScheduler | None = None
+        self._limits = AdmissionLimits()
+        self.parallel = self.model_config.parallel or 0  # resolved at load when the config names none
         self.counters = Counters()
+
+    @property
+    def queues_requests(self) -> bool:
+        return self.model_config.scheduler == "batched"
+
+    def set_admission_limits(self, limits: AdmissionLimits) -> None:
+        self._limits = limits
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def load(self) -> None:
@@ -120,11 +144,19 @@ class LlamaCppProvider(GenerationProvider):
     def _start_scheduler(self, instance: Llama) -> BatchScheduler:
         from sop_llm.providers.local.batching.scheduler import BatchScheduler, ContextShape
 
+        if not self.parallel:
+            import psutil
+
+            memory = psutil.virtual_memory().total
+            self.parallel = default_parallel(instance.model, self.model_config.context_length, memory)
         shape = ContextShape(
-            parallel=self.model_config.parallel,
+            parallel=self.parallel,
             context_per_slot=self.model_config.context_length,
             n_batch=int(self.model_config.options.get("n_batch", 512)),
             threads=self._threads(),
+            max_waiting=self._limits.max_waiting,
+            queue_timeout=self._limits.queue_timeout,
+            per_caller=self._limits.per_caller,
         )
 
         def tokenize(text: str) -> list[int]:
@@ -216,8 +248,11 @@ class LlamaCppProvider(GenerationProvider):
             return self.counters.snapshot(idle_instances=self._pool.qsize())
         s = self._scheduler.snapshot()
         return self.counters.snapshot(
+            slots=s.slots,
             idle_slots=s.slots - s.running,
             running_sequences=s.running,
+            waiting_sequences=s.waiting,
+            preemptions=s.preemptions,
             kv_cells_used=s.kv_cells_used,
             prompt_tokens_evaluated=s.prompt_tokens_evaluated,
             prompt_tokens_reused=s.prompt_tokens_reused,
@@ -310,7 +345,18 @@ class LlamaCppProvider(GenerationProvider):
         )
         max_tokens = min(request.max_tokens, n_ctx - len(tokens))
         return scheduler.run(
-            lambda emit: Job(tokens, max_tokens, stop, sampling, per_token, constraint, emit, request.logprobs)
+            lambda emit: Job(
+                tokens,
+                max_tokens,
+                stop,
+                sampling,
+                per_token,
+                constraint,
+                emit,
+                request.logprobs,
+                caller=request.caller or "",
+                work_class=int(request.work_class),
+            )
         )
 
     def _check_logit_bias(self, request: GenerationRequest) -> None:

@@ -13,9 +13,10 @@ from typing import Any, Protocol
 from loguru import logger
 
 from sop_llm.infra.settings import Settings
+from sop_llm.providers.types import WorkClass
 from sop_llm.services.batches.model import BatchLineRow, BatchRow, BatchStatus
 from sop_llm.services.batches.repository import BatchRepository, Outcome
-from sop_llm.services.priority import background
+from sop_llm.services.priority import work_class
 from sop_llm.services.tasks.broker import BrokerDispatch
 from sop_llm.services.tasks.repository import TaskRepository
 
@@ -82,7 +83,7 @@ class BatchChunks:
         self.caller: LineCaller | None = None  # set by whoever runs tasks (the API app, or a worker)
 
     async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
-        background.set(True)  # for this job's task and the ones it starts: interactive requests go first
+        work_class.set(WorkClass.BATCH)  # for this job's task and the ones it starts: other work goes first
         batch = await self._batches.get(payload["batch_id"])
         chunk = int(payload["chunk"])
         if batch.status != BatchStatus.IN_PROGRESS:

@@ -12,8 +12,8 @@ Concurrent `submit()` calls are queued text by text. Two loops work through the 
 Providers without the split encode whole batches of texts in one call (`encode`); their texts are sorted by
 character length instead. The window bounds how long a text can wait behind others: at most `_WINDOW` batches.
 
-Background texts (submitted with `services.priority.background` set: a batch's lines) wait in their own lane. The
-batch loop runs them only when no other text is ready, one batch at a time (still sorted within a window), and
+Background texts (submitted by a task or a batch's lines: `services.priority.in_background`) wait in their own
+lane. The batch loop runs them only when no other text is ready, one batch at a time (still sorted within a window), and
 while other requests keep coming, in small batches, so such a request waits for at most one small background
 batch.
 """
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sop_llm.infra.errors import OverloadedError
-from sop_llm.services.priority import background
+from sop_llm.services.priority import in_background
 
 if TYPE_CHECKING:  # numpy is imported with the first batch, not at startup
     import numpy as np
@@ -148,7 +148,7 @@ class EmbeddingBatcher:
         loop = asyncio.get_running_loop()
         request = _Request(loop.create_future(), [None] * len(texts), [0] * len(texts), len(texts))
         items = (_Item(request, i, text) for i, text in enumerate(texts))
-        later = background.get()
+        later = in_background()
         if not later:
             self._interactive_at = time.monotonic()
         if self._tokenize is None:

@@ -1,8 +1,10 @@
 """Local model lifecycle and admission: background loading, per-model semaphore and wait-queue
 cap, memory guard, timeouts and cancellation around a provider's stream.
 
-A model on the batched scheduler (models.yaml `scheduler: batched`) admits as many generations as it has slots
-(`parallel`), each with its own share of the KV cache; others wait under the same queue bound and timeout."""
+A model on the batched scheduler (models.yaml `scheduler: batched`, the default for llamacpp) queues its requests
+itself: it has `parallel` slots, each with its own share of the KV cache, and gives them out by class and by caller
+in turn (providers/local/batching), under the same queue bound and timeout. Every request is stamped here with
+its caller and class (services/priority.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 from sop_llm.infra.errors import GenerationTimeoutError, ModelNotFoundError, OverloadedError
 from sop_llm.infra.settings import Settings
 from sop_llm.providers.base import GenerationProvider
-from sop_llm.providers.types import Chunk, Completion, GenerationRequest
+from sop_llm.providers.types import AdmissionLimits, Chunk, Completion, GenerationRequest
 from sop_llm.services.local.load_state import LoadState, ModelState
 from sop_llm.services.local.memory_guard import check_memory
+from sop_llm.services.priority import stamp
 
 if TYPE_CHECKING:
     from sop_llm.providers.local.batching.stats import SchedulerSnapshot
@@ -38,13 +41,21 @@ class LocalModel:
     provider: GenerationProvider
     load_state: LoadState
     permits: int
-    semaphore: asyncio.Semaphore
+    semaphore: asyncio.Semaphore | None  # None: the provider queues its requests itself
     admission: Admission = field(default_factory=Admission)
 
     @classmethod
     def create(cls, name: str, provider: GenerationProvider, settings: Settings) -> LocalModel:
-        config = provider.model_config
-        permits = config.parallel if config.scheduler == "batched" else settings.llm_max_concurrent_requests
+        if provider.queues_requests:
+            provider.set_admission_limits(
+                AdmissionLimits(
+                    settings.llm_max_queued_requests,
+                    settings.llm_queue_timeout,
+                    settings.llm_max_concurrent_per_caller,
+                )
+            )
+            return cls(provider, LoadState(name), 0, None)
+        permits = settings.llm_max_concurrent_requests
         return cls(provider, LoadState(name), permits, asyncio.Semaphore(permits))
 
 
@@ -81,6 +92,9 @@ class LocalModels:
         model = self._get(name)
         await model.load_state.cancel_load()
         model.load_state.state = ModelState.UNLOADED
+        if model.semaphore is None:  # the provider lets running requests finish or fails them itself
+            await model.provider.aclose()
+            return
         permits = model.permits
         for _ in range(permits):
             await model.semaphore.acquire()
@@ -116,7 +130,6 @@ class LocalModels:
             read = getattr(model.provider, "scheduler_snapshot", None)
             snapshot = read() if read is not None else None
             if snapshot is not None:
-                snapshot.waiting += model.admission.waiting  # queued for a slot here, plus inside the scheduler
                 snapshots[name] = snapshot
         return snapshots
 
@@ -142,10 +155,25 @@ class LocalModels:
         check_memory(self._settings.llm_memory_threshold)
         model.load_state.require_ready()
         a = model.admission
+        if model.semaphore is None:
+            a.active += 1
+            a.peak_active = max(a.peak_active, a.active)
+            try:
+                yield model.provider
+                a.completed += 1
+            except (asyncio.CancelledError, GeneratorExit):
+                a.cancelled += 1
+                raise
+            except BaseException:
+                a.failed += 1
+                raise
+            finally:
+                a.active -= 1
+            return
         if model.semaphore.locked() and a.waiting >= self._settings.llm_max_queued_requests:
             raise OverloadedError(
                 f"model '{name}' is busy: {a.active} running and {a.waiting} waiting "
-                f"({self._limit_name(model)}={model.permits}, "
+                f"(LLM_MAX_CONCURRENT_REQUESTS={model.permits}, "
                 f"LLM_MAX_QUEUED_REQUESTS={self._settings.llm_max_queued_requests}); retry shortly",
                 retry_after=1,
             )
@@ -178,6 +206,7 @@ class LocalModels:
 
     async def generate_admitted(self, name: str, request: GenerationRequest) -> Completion:
         """Wait for a slot (at most LLM_QUEUE_TIMEOUT), then generate (at most LLM_REQUEST_TIMEOUT)."""
+        stamp(request)
         async with self._admit(name) as provider:
             try:
                 async with asyncio.timeout(self._settings.llm_request_timeout):
@@ -188,6 +217,7 @@ class LocalModels:
     async def stream_admitted(self, name: str, request: GenerationRequest) -> AsyncIterator[Chunk]:
         # A stream is primed in one task and drained in another, so the deadline is applied per chunk
         # (a timeout context is bound to the task that enters it). It starts once the stream is admitted.
+        stamp(request)
         admission = self._admit(name)
         provider = await admission.__aenter__()
         deadline = asyncio.get_running_loop().time() + self._settings.llm_request_timeout
@@ -212,12 +242,6 @@ class LocalModels:
                 await admission.__aexit__(None, None, None)
             else:
                 await admission.__aexit__(type(error), error, error.__traceback__)
-
-    @staticmethod
-    def _limit_name(model: LocalModel) -> str:
-        if model.provider.model_config.scheduler == "batched":
-            return "parallel in models.yaml"
-        return "LLM_MAX_CONCURRENT_REQUESTS"
 
     def _timeout(self, name: str) -> GenerationTimeoutError:
         return GenerationTimeoutError(

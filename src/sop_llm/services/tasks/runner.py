@@ -19,6 +19,8 @@ from loguru import logger
 
 from sop_llm.infra.errors import AppError
 from sop_llm.infra.settings import Settings
+from sop_llm.providers.types import WorkClass
+from sop_llm.services import priority
 from sop_llm.services.tasks.broker import BrokerDispatch
 from sop_llm.services.tasks.jobs import JOBS, JobContext
 from sop_llm.services.tasks.model import TaskRow, TaskStatus
@@ -185,6 +187,8 @@ class TaskRunner:
     async def _attempt(self, row: TaskRow) -> tuple[Any, dict[str, Any] | None, bool]:
         """(result, error, retryable) of one run of the task's job."""
         usage, token = begin_request()
+        # Charged to, and shared fairly as, the task's owner; behind interactive requests.
+        owner, kind = priority.caller.set(row.owner), priority.work_class.set(WorkClass.TASK)
         started = time.perf_counter()
         outcome: tuple[Any, dict[str, Any] | None, bool] = (None, None, False)
         try:
@@ -196,6 +200,8 @@ class TaskRunner:
             outcome = None, {"code": "internal_error", "message": type(exc).__name__}, False
         finally:
             end_request(token)
+            priority.caller.reset(owner)
+            priority.work_class.reset(kind)
         if self._usage is not None:
             self._usage.record_request(row.owner, usage, outcome[1] is not None, time.perf_counter() - started)
         return outcome

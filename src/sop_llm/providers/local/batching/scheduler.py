@@ -1,12 +1,19 @@
 """The decode loop: one llama context with `parallel` sequence slots, driven by a single thread.
 
-At every step the thread admits waiting requests into free slots, drops cancelled ones (freeing their KV cells),
-then builds one batch holding the next token of every generating sequence plus as much of the newly admitted
-prompts as fits in `n_batch` (a long prompt is fed in chunks over several steps, so running streams keep getting
-tokens), calls `llama_decode` once and samples each sequence with its own sampler chain.
+At every step the thread admits waiting requests into free slots (in the order `waiting.py` gives: interactive work
+first, callers in turn), preempts a running sequence when a more urgent request or a caller short of its share
+waits (`policy.py`), drops cancelled requests (freeing their KV cells), then builds one batch holding the next
+token of the sequences `policy.step_members` picks plus as much of their prompts as fits in `n_batch` (a long
+prompt is fed in chunks over several steps, so running streams keep getting tokens), calls `llama_decode` once and
+samples each sequence with its own sampler chain.
 
-Admission control (how many may wait, for how long) is the caller's: the scheduler holds a request that finds every
-slot busy until one frees, which only happens for the instant between a slot's release and its next step.
+A preempted request keeps its sampler and what it has written; its KV cells are copied out (while the copies fit
+in as many cells as the context has) and put back when it resumes, or else evaluated again from its tokens. With a
+build whose kernels compute every row of a batch alike (the Makefile's), either way gives the same logits, so a
+preempted answer is the answer it would have been.
+
+Admission control is here too: a request waits at most `queue_timeout` seconds for its first slot, and at most
+`max_waiting` new requests wait at once; beyond either the caller gets `OverloadedError` (429).
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ import asyncio
 import bisect
 import ctypes
 import threading
-from collections import deque
+import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +32,13 @@ import llama_cpp
 import numpy as np
 from loguru import logger
 
-from sop_llm.infra.errors import ProviderError, ProviderInitializationError
+from sop_llm.infra.errors import OverloadedError, ProviderError, ProviderInitializationError
+from sop_llm.providers.local.batching.kv_state import restore_sequence, save_sequence
+from sop_llm.providers.local.batching.policy import preemption_victim, step_members
 from sop_llm.providers.local.batching.sampling import build_sampler, free_sampler
 from sop_llm.providers.local.batching.slots import Emit, Job, Slot, common_prefix
 from sop_llm.providers.local.batching.stats import BATCH_SIZE_BUCKETS, SchedulerSnapshot
+from sop_llm.providers.local.batching.waiting import WaitingJobs
 from sop_llm.providers.local.threaded import Counters
 from sop_llm.providers.types import Chunk, FinishReason, TokenLogprob, Usage
 
@@ -38,6 +49,9 @@ class ContextShape:
     context_per_slot: int
     n_batch: int
     threads: int
+    max_waiting: int = 64  # new requests waiting for a slot at once
+    queue_timeout: float = 60.0  # seconds a request may wait for its first slot
+    per_caller: int = 0  # slots one caller may hold at once (0: no limit beyond fair shares)
 
 
 class BatchScheduler:
@@ -71,7 +85,7 @@ class BatchScheduler:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(shape.n_batch, 0, 1)
         self._slots = [Slot(i) for i in range(shape.parallel)]
-        self._pending: deque[Job] = deque()
+        self._pending = WaitingJobs()
         self._wake = threading.Condition()
         self._closed = False
         self._clock = 0
@@ -79,8 +93,11 @@ class BatchScheduler:
         self._evaluated = 0
         self._reused = 0
         self._freed_by_cancel = 0
+        self._preemptions = 0
+        self._parked_cells = 0  # KV cells copied out for preempted requests
         self._batch_counts = [0] * (len(BATCH_SIZE_BUCKETS) + 1)
         self._batch_sum = 0
+        self._name = name
         self._thread = threading.Thread(target=self._loop, name=f"llama-batch-{name}", daemon=True)
         self._thread.start()
 
@@ -104,10 +121,19 @@ class BatchScheduler:
                 job.cancel.set()
 
         job = make_job(emit)
+        job.queued_at = time.monotonic()
         with self._wake:
             if self._closed:
                 raise ProviderError("the model is being unloaded; retry")
-            self._pending.append(job)
+            waiting = self._pending.new_requests()
+            if waiting >= self._shape.max_waiting and all(s.job is not None for s in self._slots):
+                raise OverloadedError(
+                    f"model '{self._name}' is busy: {len(self._slots)} running and {waiting} waiting "
+                    f"(parallel={len(self._slots)}, LLM_MAX_QUEUED_REQUESTS={self._shape.max_waiting}); "
+                    "retry shortly",
+                    retry_after=1,
+                )
+            self._pending.push(job)
             self._wake.notify()
         try:
             while True:
@@ -125,11 +151,19 @@ class BatchScheduler:
                 await asyncio.wait([released])
 
     def snapshot(self) -> SchedulerSnapshot:
-        running = [s for s in self._slots if s.job is not None]
+        running = [s.job for s in self._slots if s.job is not None]
+        with self._wake:
+            waiting = self._pending.by_class()
+            parked = sum(1 for job in self._pending if job.parked is not None)
         return SchedulerSnapshot(
             slots=len(self._slots),
             running=len(running),
-            waiting=len(self._pending),
+            waiting=sum(waiting.values()),
+            running_by_class=dict(Counter(job.work_class for job in running)),
+            waiting_by_class=waiting,
+            slots_by_caller=dict(Counter(job.caller for job in running)),
+            preemptions=self._preemptions,
+            preempted_waiting=parked,
             kv_cells_used=sum(len(s.cached) for s in self._slots),
             kv_cells_total=self._shape.parallel * self._shape.context_per_slot,
             steps=self._steps,
@@ -152,14 +186,13 @@ class BatchScheduler:
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._closed and not self._pending and not self._running():
+                while not self._closed and not len(self._pending) and not self._running():
                     self._wake.wait()
                 if self._closed:
                     break
-                admitted = self._take_pending()
+                self._sweep_waiting()
             try:
-                for job, slot in admitted:
-                    self._admit(job, slot)
+                self._schedule()
                 self._drop_cancelled()
                 if self._running():
                     self._step()
@@ -168,46 +201,108 @@ class BatchScheduler:
                 self._fail_all(f"llama.cpp generation failed: {exc}")
         self._fail_all("the model was unloaded while this request was running; retry")
         with self._wake:
-            for job in self._pending:
-                job.emit(ProviderError("the model was unloaded before this request could run; retry"))
-                job.emit(None)
-            self._pending.clear()
+            for job in list(self._pending):
+                self._pending.remove(job)
+                self._leave_waiting(job, ProviderError("the model was unloaded before this request could run; retry"))
 
     def _running(self) -> list[Slot]:
         return [s for s in self._slots if s.job is not None]
 
-    def _take_pending(self) -> list[tuple[Job, Slot]]:
-        """Pair waiting requests with free slots: the slot whose cached tokens share the longest prefix with the
-        prompt, else the one used longest ago (keeping recent conversations' caches for their next turn)."""
-        for job in [j for j in self._pending if j.cancel.is_set()]:
-            self._pending.remove(job)
-            job.emit(None)
-        free = [s for s in self._slots if s.job is None]
-        paired: list[tuple[Job, Slot]] = []
-        while self._pending and free:
-            job = self._pending.popleft()
-            slot = max(free, key=lambda s: (common_prefix(s.cached, job.prompt), -s.last_used))
-            free.remove(slot)
-            slot.job = job  # reserved; started in _admit outside the lock
-            paired.append((job, slot))
-        return paired
+    def _sweep_waiting(self) -> None:
+        """Under the lock: let cancelled requests go, and refuse those that waited too long for a first slot."""
+        now = time.monotonic()
+        for job in list(self._pending):
+            if job.cancel.is_set():
+                self._pending.remove(job)
+                self._leave_waiting(job, None)
+            elif job.parked is None and now - job.queued_at > self._shape.queue_timeout:
+                self._pending.remove(job)
+                timeout = self._shape.queue_timeout
+                error = OverloadedError(
+                    f"model '{self._name}' is busy: waited LLM_QUEUE_TIMEOUT={timeout:g} s for one of its "
+                    f"{len(self._slots)} generation slots; retry later",
+                    retry_after=timeout,
+                )
+                self._leave_waiting(job, error)
+
+    def _leave_waiting(self, job: Job, error: BaseException | None) -> None:
+        if job.parked is not None:
+            free_sampler(job.parked.sampler)
+            if job.parked.kv is not None:
+                self._parked_cells -= len(job.parked.tokens)
+            job.parked = None
+        if error is not None:
+            job.emit(error)
+        job.emit(None)
+
+    def _schedule(self) -> None:
+        """Give free slots to waiting requests, preempting where `policy.preemption_victim` says so. A request
+        takes the free slot whose cached tokens share the longest prefix with its own, else the one used longest
+        ago (keeping recent conversations' caches for their next turn)."""
+        while True:
+            with self._wake:
+                held = Counter(s.job.caller for s in self._slots if s.job is not None)
+                job = self._pending.peek(held, self._shape.per_caller)
+                if job is None:
+                    return
+                free = [s for s in self._slots if s.job is None]
+                victim = None if free else preemption_victim(self._running(), job)
+                if not free and victim is None:
+                    return
+                self._pending.take(job)
+            if victim is not None:
+                parked = self._park(victim)
+                with self._wake:
+                    self._pending.push(parked, front=True)
+                slot = victim
+            else:
+                tokens = job.parked.feed if job.parked is not None else job.prompt
+                slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
+            self._admit(job, slot)
+
+    def _park(self, slot: Slot) -> Job:
+        """Preempt the slot's request: it goes back to wait, with its progress."""
+        job = slot.job
+        assert job is not None
+        budget = self._shape.parallel * self._shape.context_per_slot
+        kv = save_sequence(self._ctx, slot.seq_id) if self._parked_cells + len(slot.cached) <= budget else None
+        if kv is not None:
+            self._parked_cells += len(slot.cached)
+        job.parked = slot.park(kv)
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        slot.cached.clear()
+        slot.job = None
+        self._preemptions += 1
+        return job
 
     def _admit(self, job: Job, slot: Slot) -> None:
-        try:
-            sampler = build_sampler(self._vocab, self._n_vocab, job.sampling)
-        except ValueError as exc:
-            slot.job = None
-            job.emit(ProviderError(f"the request's sampler could not be built: {exc}"))
-            job.emit(None)
-            return
-        # Keep at least one prompt token to evaluate: its logits give the first generated token.
-        reused = min(common_prefix(slot.cached, job.prompt), len(job.prompt) - 1)
+        parked, job.parked = job.parked, None
+        if parked is not None:
+            sampler, feed = parked.sampler, parked.feed
+        else:
+            try:
+                sampler = build_sampler(self._vocab, self._n_vocab, job.sampling)
+            except ValueError as exc:
+                job.emit(ProviderError(f"the request's sampler could not be built: {exc}"))
+                job.emit(None)
+                return
+            feed = job.prompt
+            self._counters.add(generations=1)
+        if parked is not None and parked.kv is not None:
+            self._parked_cells -= len(parked.tokens)
+            restored = restore_sequence(self._ctx, self._memory, slot.seq_id, parked.kv)
+            slot.cached = list(parked.tokens) if restored else []
+        # Keep at least one token to evaluate: its logits give the next draw.
+        reused = min(common_prefix(slot.cached, feed), len(feed) - 1)
         if not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reused, -1):
             llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
             reused = 0
-        slot.start(job, sampler, reused)
+        slot.start(job, sampler, feed, reused)
+        if parked is not None:
+            slot.resume(parked)
+        self._clock += 1
+        slot.admitted = self._clock
         self._reused += reused
-        self._counters.add(generations=1)
 
     def _drop_cancelled(self) -> None:
         for slot in self._running():
@@ -243,9 +338,10 @@ class BatchScheduler:
     def _step(self) -> None:
         rows: list[tuple[Slot, int]] = []
         n = 0
-        running = self._running()
+        running = step_members(self._running())
         in_batch: set[int] = set()
         for slot in running:
+            slot.last_step = self._steps + 1
             if slot.next_token is not None:
                 self._add(n, slot.next_token, slot, True)
                 rows.append((slot, n))
@@ -255,13 +351,12 @@ class BatchScheduler:
         for slot in running:
             if not slot.prefilling or n >= self._shape.n_batch:
                 continue
-            assert slot.job is not None
-            prompt = slot.job.prompt
-            take = min(len(prompt) - slot.fed, self._shape.n_batch - n)
+            feed = slot.feed
+            take = min(len(feed) - slot.fed, self._shape.n_batch - n)
             in_batch.add(slot.seq_id)
-            for token in prompt[slot.fed : slot.fed + take]:
+            for token in feed[slot.fed : slot.fed + take]:
                 slot.fed += 1
-                last = slot.fed == len(prompt)
+                last = slot.fed == len(feed)
                 self._add(n, token, slot, last)
                 if last:
                     rows.append((slot, n))

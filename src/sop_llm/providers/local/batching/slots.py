@@ -32,7 +32,11 @@ class Job:
     constraint: Constraint | None
     emit: Emit
     logprobs: int | None = None  # report log probabilities with this many alternatives (None: none)
+    caller: str = ""
+    work_class: int = 0  # WorkClass: lower goes first
     cancel: threading.Event = field(default_factory=threading.Event)
+    queued_at: float = 0.0  # monotonic seconds when it started waiting for a slot (the first time)
+    parked: Parked | None = None  # set while preempted: where it was, to carry on from
 
 
 class StopText:
@@ -71,6 +75,21 @@ def _overlap(text: str, stop: str) -> int:
     return 0
 
 
+@dataclass(eq=False)
+class Parked:
+    """A preempted request's progress: its sampler (with its random state and grammar position), what it has
+    written, the tokens its KV cells held and, when there was room to keep them, those cells' contents."""
+
+    sampler: Any
+    feed: list[int]
+    next_token: int | None
+    generated: int
+    text: StopText
+    logprobs: list[TokenLogprob]
+    tokens: list[int]
+    kv: bytes | None = None
+
+
 class Slot:
     def __init__(self, seq_id: int) -> None:
         self.seq_id = seq_id
@@ -78,15 +97,18 @@ class Slot:
         self.last_used = 0
         self.job: Job | None = None
         self.sampler: Any = None
-        self.fed = 0  # prompt tokens already in the KV cache
+        self.feed: list[int] = []  # tokens to get into the KV cache before the next draw (the prompt, at first)
+        self.fed = 0  # of `feed`, already in the KV cache
         self.next_token: int | None = None  # sampled, to be decoded at the next step
         self.generated = 0
         self.text = StopText([])
         self.logprobs: list[TokenLogprob] = []  # of tokens not yet sent (streams) or of all tokens (otherwise)
+        self.admitted = 0  # scheduler clock when the request took this slot
+        self.last_step = 0  # step number when the sequence was last decoded
 
     @property
     def prefilling(self) -> bool:
-        return self.job is not None and self.fed < len(self.job.prompt)
+        return self.job is not None and self.fed < len(self.feed)
 
     def take_logprobs(self) -> list[TokenLogprob] | None:
         """The log probabilities gathered since the last call, for the chunk being sent (None when not asked)."""
@@ -95,15 +117,34 @@ class Slot:
         taken, self.logprobs = self.logprobs, []
         return taken
 
-    def start(self, job: Job, sampler: Any, reused: int) -> None:
+    def start(self, job: Job, sampler: Any, feed: list[int], reused: int) -> None:
+        """Serve `job` from here: its first `reused` tokens of `feed` are already in the KV cache."""
         self.job = job
         self.sampler = sampler
         del self.cached[reused:]
+        self.feed = feed
         self.fed = reused
         self.next_token = None
         self.generated = 0
         self.text = StopText(job.stop)
         self.logprobs = []
+
+    def resume(self, parked: Parked) -> None:
+        """Carry on where the request was preempted (after `start`)."""
+        self.generated = parked.generated
+        self.text = parked.text
+        self.logprobs = parked.logprobs
+
+    def park(self, kv: bytes | None) -> Parked:
+        """The progress of this slot's request, to resume it elsewhere later; the slot is left without it."""
+        if self.prefilling:
+            feed, next_token = self.feed, None
+        else:  # resumed by evaluating the cached tokens and the one drawn last, whose logits give the next draw
+            assert self.next_token is not None
+            feed, next_token = [*self.cached, self.next_token], self.next_token
+        parked = Parked(self.sampler, feed, next_token, self.generated, self.text, self.logprobs, list(self.cached), kv)
+        self.sampler = None
+        return parked
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

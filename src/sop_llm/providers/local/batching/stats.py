@@ -19,6 +19,11 @@ class SchedulerSnapshot:
     prompt_tokens_evaluated: int
     prompt_tokens_reused: int
     slots_freed_by_cancel: int
+    running_by_class: dict[int, int] = field(default_factory=dict)  # WorkClass value -> sequences in slots
+    waiting_by_class: dict[int, int] = field(default_factory=dict)
+    slots_by_caller: dict[str, int] = field(default_factory=dict)
+    preemptions: int = 0
+    preempted_waiting: int = 0  # preempted requests waiting to resume
     batch_size_buckets: tuple[int, ...] = BATCH_SIZE_BUCKETS
     batch_size_counts: list[int] = field(default_factory=list)  # per bucket, not cumulative; the last is +Inf
     batch_size_sum: int = 0
