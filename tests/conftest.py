@@ -10,7 +10,8 @@ from tests.live_server import LiveServer, make_settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# The main test server admits 2 generations per model at once and lets 3 more wait.
+# The main test server serves the shipped config (the batched scheduler: its slots bound the generations running at
+# once) and lets 3 more requests wait; LLM_MAX_CONCURRENT_REQUESTS bounds models that do not queue themselves.
 MAX_CONCURRENT = 2
 MAX_QUEUED = 3
 

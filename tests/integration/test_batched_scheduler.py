@@ -57,6 +57,28 @@ models:
     live.stop()
 
 
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The shipped model on the serial scheduler, which is still an option."""
+    folder: Path = tmp_path_factory.mktemp("serial-config")
+    shutil.copy("config/providers.yaml", folder / "providers.yaml")
+    (folder / "embeddings.yaml").write_text("embeddings: {}\n")
+    (folder / "models.yaml").write_text(
+        f"""
+models:
+  {MODEL}:
+    provider: llamacpp
+    model: embedded:smollm2-135m-instruct
+    context_length: 1024
+    scheduler: serial
+    options: {{n_threads: 1}}
+"""
+    )
+    live = LiveServer(make_settings(CONFIG_DIR=str(folder))).start()
+    yield live
+    live.stop()
+
+
 def _client(server: LiveServer) -> AsyncOpenAI:
     return AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
 
@@ -180,28 +202,56 @@ async def test_eight_concurrent_requests_with_different_settings_all_complete_co
     assert float(total.split()[-1]) > float(one.split()[-1])  # some steps decoded several sequences at once
 
 
-async def test_temperature_zero_answer_is_the_same_alone_and_inside_a_busy_batch(batched: LiveServer) -> None:
-    """The same greedy request asked alone and while seven streams are decoding (its prompt partly reused from
-    the slot the first ask left behind) gives the same answer."""
+def test_the_build_computes_every_row_of_a_batch_alike() -> None:
+    """The repeatable answers below hold by construction only on a llama.cpp built without llamafile's sgemm and
+    the repacked weight layouts (the Makefile builds it so); another build is named here, not left to luck."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode()
+    assert "LLAMAFILE = 1" not in info, info
+    assert "REPACK = 1" not in info, info
+
+
+async def test_greedy_tokens_and_logprobs_are_the_same_cold_warm_and_inside_a_busy_batch(batched: LiveServer) -> None:
+    """The same greedy request asked with its prompt cold, again with the prompt's KV cells reused, and while seven
+    other sequences are decoding gives the same tokens with the same log probabilities, to the last bit."""
     _wait_idle(batched)
     client = _client(batched)
-    question = {"model": MODEL, "max_tokens": 24, "temperature": 0}
-    messages = [{"role": "user", "content": "What colour is the sky?"}]
-    alone = await client.chat.completions.create(messages=messages, **question)  # type: ignore[call-overload]
-    _wait_idle(batched)
+    for topic in ("the sky", "the capital of France", "a fox", "gravity"):
+        prompt = f"Q: Tell me about {topic}, in one short paragraph.\nA:"
 
-    async def busy() -> None:
-        await client.completions.create(model=MODEL, prompt=COUNTING, max_tokens=120, temperature=0)
+        async def ask(prompt: str = prompt) -> list[tuple[str, float, list[tuple[str, float]]]]:
+            answer = await client.completions.create(
+                model=MODEL, prompt=prompt, max_tokens=24, temperature=0, logprobs=3
+            )
+            lp = answer.choices[0].logprobs
+            assert lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs
+            return [
+                (token, float(value or 0), sorted((top or {}).items()))
+                for token, value, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True)
+            ]
 
-    background = [asyncio.create_task(busy()) for _ in range(PARALLEL - 1)]
-    for _ in range(3000):
-        if batched.model_stats(MODEL)["running_sequences"] == PARALLEL - 1:
-            break
-        await asyncio.sleep(0.02)
-    crowded = await client.chat.completions.create(messages=messages, **question)  # type: ignore[call-overload]
-    await asyncio.gather(*background)
-    assert alone.choices[0].message.content
-    assert crowded.choices[0].message.content == alone.choices[0].message.content
+        before = _wait_idle(batched)
+        cold = await ask()
+        after_cold = _wait_idle(batched)
+        warm = await ask()
+        after_warm = _wait_idle(batched)
+        # The cold ask evaluated its prompt (all but what other prompts share); the warm one only its last token.
+        assert after_warm["prompt_tokens_evaluated"] - after_cold["prompt_tokens_evaluated"] == 1
+        assert after_cold["prompt_tokens_evaluated"] - before["prompt_tokens_evaluated"] > 5
+
+        async def busy() -> None:
+            await client.completions.create(model=MODEL, prompt=COUNTING, max_tokens=120, temperature=0)
+
+        background = [asyncio.create_task(busy()) for _ in range(PARALLEL - 1)]
+        for _ in range(3000):
+            if batched.model_stats(MODEL)["running_sequences"] == PARALLEL - 1:
+                break
+            await asyncio.sleep(0.02)
+        crowded = await ask()
+        await asyncio.gather(*background)
+        assert warm == cold, topic
+        assert crowded == cold, topic
 
 
 async def test_disconnect_frees_its_slot_while_the_others_continue(batched: LiveServer) -> None:
@@ -336,7 +386,9 @@ async def test_n_choices_and_logprobs_through_the_sdk(batched: LiveServer) -> No
     assert [e.token for e in streamed] == [e.token for e in first]
 
 
-async def test_what_cannot_be_served_is_refused_with_400(batched: LiveServer, server: LiveServer) -> None:
+async def test_what_cannot_be_served_is_refused_with_400(
+    batched: LiveServer, serial: LiveServer, server: LiveServer
+) -> None:
     import openai
 
     client = _client(batched)
@@ -349,17 +401,18 @@ async def test_what_cannot_be_served_is_refused_with_400(batched: LiveServer, se
         await client.completions.create(model="no-such-model", prompt=["a", "b"], n=2)
     with pytest.raises(openai.BadRequestError, match="at most 16"):
         await client.completions.create(model=MODEL, prompt=["a"] * 9, n=2)
-    # The shipped model runs on the serial scheduler, which keeps no logits.
-    serial = AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    # The serial scheduler keeps no logits; the shipped default (batched) does.
     with pytest.raises(openai.BadRequestError, match="scheduler: batched"):
-        await serial.chat.completions.create(model=MODEL, messages=chat, logprobs=True, max_tokens=2)
+        await _client(serial).chat.completions.create(model=MODEL, messages=chat, logprobs=True, max_tokens=2)
+    shipped = await _client(server).chat.completions.create(model=MODEL, messages=chat, logprobs=True, max_tokens=2)
+    assert shipped.choices[0].logprobs is not None and shipped.choices[0].logprobs.content
 
 
 @pytest.mark.parametrize("scheduler", ["batched", "serial"])
 async def test_top_k_min_p_logit_bias_and_penalties_reach_the_sampler(
-    scheduler: str, batched: LiveServer, server: LiveServer
+    scheduler: str, batched: LiveServer, serial: LiveServer
 ) -> None:
-    live = batched if scheduler == "batched" else server
+    live = batched if scheduler == "batched" else serial
     client = AsyncOpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0, timeout=120)
     chat = [{"role": "user", "content": "Write one sentence about the sea."}]
 

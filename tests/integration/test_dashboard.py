@@ -65,6 +65,7 @@ async def test_dashboard_draws_the_live_feed(server: LiveServer) -> None:
         total_after = int(await page.text_content("#total") or 0)
         assert total_after >= total_before + sent
         assert "smollm2-135m" in (await page.text_content("#models") or "")
+        assert "smollm2-135m" in (await page.text_content("#schedulers") or "")  # the batched engine's slots
         assert int(await page.text_content("#tokens-out") or 0) > 0
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import MAX_CONCURRENT, MAX_QUEUED
+from tests.conftest import MAX_QUEUED
 from tests.live_server import LiveServer, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.api]
@@ -23,7 +23,7 @@ def _wait_idle(server: LiveServer) -> dict:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         stats = server.model_stats(MODEL)
-        if stats["active"] == 0 and stats["waiting"] == 0 and stats["idle_instances"] >= 1:
+        if stats["active"] == 0 and stats["waiting"] == 0 and stats["running_sequences"] == 0:
             return stats
         time.sleep(0.05)
     raise AssertionError(f"model never became idle: {stats}")
@@ -61,15 +61,16 @@ async def test_disconnect_during_non_streaming_request_stops_generation(server: 
 async def test_concurrent_requests_all_complete_correctly_within_the_bound(server: LiveServer) -> None:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Describe the sea."}], "max_tokens": 40}
     body["temperature"] = 0
+    slots = _wait_idle(server)["slots"]
     async with httpx.AsyncClient(timeout=120) as client:
         replies = await asyncio.gather(
-            *(client.post(f"{server.url}/v1/chat/completions", json=body) for _ in range(MAX_CONCURRENT + MAX_QUEUED))
+            *(client.post(f"{server.url}/v1/chat/completions", json=body) for _ in range(slots + MAX_QUEUED))
         )
     assert [r.status_code for r in replies] == [200] * len(replies)
     texts = {r.json()["choices"][0]["message"]["content"] for r in replies}
     assert len(texts) == 1  # greedy decoding: every request got the same, complete answer, nothing cut off
     assert all(r.json()["usage"]["completion_tokens"] > 0 for r in replies)
-    assert server.model_stats(MODEL)["peak_active"] == MAX_CONCURRENT
+    assert server.model_stats(MODEL)["peak_running_sequences"] == slots
 
 
 async def test_temperature_zero_answers_do_not_depend_on_what_ran_before(server: LiveServer) -> None:
@@ -93,13 +94,13 @@ async def test_temperature_zero_answers_do_not_depend_on_what_ran_before(server:
 
 
 async def test_requests_beyond_the_wait_queue_get_429_with_retry_after(server: LiveServer) -> None:
-    _wait_idle(server)
+    slots = _wait_idle(server)["slots"]
     body = {**COUNTING, "max_tokens": 300}
-    total = MAX_CONCURRENT + MAX_QUEUED + 3
+    total = slots + MAX_QUEUED + 3
     async with httpx.AsyncClient(timeout=120) as client:
         replies = await asyncio.gather(*(client.post(f"{server.url}/v1/completions", json=body) for _ in range(total)))
     statuses = sorted(r.status_code for r in replies)
-    assert statuses == [200] * (MAX_CONCURRENT + MAX_QUEUED) + [429] * 3
+    assert statuses == [200] * (slots + MAX_QUEUED) + [429] * 3
     rejected = [r for r in replies if r.status_code == 429]
     assert all(r.headers["retry-after"] == "1" for r in rejected)
     assert rejected[0].json()["error"]["code"] == "overloaded"

@@ -75,10 +75,10 @@ def test_embedding_model_unload_then_load(server: LiveServer) -> None:
 def test_loading_a_loaded_model_changes_nothing(server: LiveServer) -> None:
     url = server.url
     server.wait_ready(time.monotonic() + 60)
-    before = server.model_stats("smollm2-135m")["idle_instances"]
+    before = server.model_stats("smollm2-135m")["slots"]
     for name in ("smollm2", "all-minilm-l6-v2"):
         again = httpx.post(f"{url}/api/v1/models/{name}/load")
         assert again.status_code == 200
         assert again.json()["state"] == "ready"
     assert httpx.get(f"{url}/api/v1/health/ready").status_code == 200  # no reload started
-    assert server.model_stats("smollm2-135m")["idle_instances"] == before  # no second llama.cpp instance
+    assert server.model_stats("smollm2-135m")["slots"] == before  # no second llama.cpp context

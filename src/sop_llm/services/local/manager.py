@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sop_llm.infra.errors import GenerationTimeoutError, ModelNotFoundError, OverloadedError
 from sop_llm.infra.settings import Settings
 from sop_llm.providers.base import GenerationProvider
-from sop_llm.providers.types import AdmissionLimits, Chunk, Completion, GenerationRequest
+from sop_llm.providers.types import AdmissionLimits, Chunk, Completion, GenerationRequest, WorkClass
 from sop_llm.services.local.load_state import LoadState, ModelState
 from sop_llm.services.local.memory_guard import check_memory
 from sop_llm.services.priority import stamp
@@ -136,7 +136,11 @@ class LocalModels:
     def describe(self, name: str) -> dict[str, Any]:
         model = self._get(name)
         a = model.admission
+        read = getattr(model.provider, "scheduler_snapshot", None)
+        snapshot = read() if read is not None else None
+        scheduler = {"scheduler": describe_scheduler(snapshot)} if snapshot is not None else {}
         return {
+            **scheduler,
             **model.load_state.describe(),
             "stats": {
                 "active": a.active,
@@ -247,3 +251,15 @@ class LocalModels:
         return GenerationTimeoutError(
             f"generation on '{name}' took longer than LLM_REQUEST_TIMEOUT={self._settings.llm_request_timeout:g} s"
         )
+
+
+def describe_scheduler(snap: SchedulerSnapshot) -> dict[str, Any]:
+    """A batched model's slots by class and by caller, for GET /api/v1/models and the dashboard."""
+    return {
+        "slots": snap.slots,
+        "running": {c.name.lower(): snap.running_by_class.get(c, 0) for c in WorkClass},
+        "waiting": {c.name.lower(): snap.waiting_by_class.get(c, 0) for c in WorkClass},
+        "preemptions": snap.preemptions,
+        "preempted_waiting": snap.preempted_waiting,
+        "callers": {caller or "-": slots for caller, slots in sorted(snap.slots_by_caller.items())},
+    }

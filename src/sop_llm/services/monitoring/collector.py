@@ -17,8 +17,9 @@ from prometheus_client.registry import Collector
 
 from sop_llm.infra.cache import Cache
 from sop_llm.infra.errors import AppError
+from sop_llm.providers.types import WorkClass
 from sop_llm.services.embeddings.manager import EmbeddingManager
-from sop_llm.services.local.manager import LocalModels
+from sop_llm.services.local.manager import LocalModels, describe_scheduler
 from sop_llm.services.monitoring.metrics import Metrics
 from sop_llm.services.routing.deployments import Deployments
 
@@ -149,9 +150,31 @@ class Monitor(Collector):
         batches = HistogramMetricFamily(
             "sop_llm_scheduler_batch_sequences", "Sequences decoded together per step", labels=["model"]
         )
+        by_class = GaugeMetricFamily(
+            "sop_llm_scheduler_sequences",
+            "Requests in a slot (running) or waiting for one, by class (interactive, task, batch)",
+            labels=["model", "class", "state"],
+        )
+        preemptions = CounterMetricFamily(
+            "sop_llm_scheduler_preemptions",
+            "Sequences preempted for more urgent work or a fair share",
+            labels=["model"],
+        )
+        callers = GaugeMetricFamily(
+            "sop_llm_scheduler_caller_slots",
+            "Slots each caller holds (callers holding none are left out)",
+            labels=["model", "caller"],
+        )
         for name, snap in self._local.scheduler_snapshots().items():
             for key, family in gauges.items():
                 family.add_metric([name], getattr(snap, key))
+            for work_class in WorkClass:
+                label = work_class.name.lower()
+                by_class.add_metric([name, label, "running"], snap.running_by_class.get(work_class, 0))
+                by_class.add_metric([name, label, "waiting"], snap.waiting_by_class.get(work_class, 0))
+            preemptions.add_metric([name], snap.preemptions)
+            for caller, slots in snap.slots_by_caller.items():
+                callers.add_metric([name, caller or "-"], slots)
             prompt.add_metric([name, "evaluated"], snap.prompt_tokens_evaluated)
             prompt.add_metric([name, "reused"], snap.prompt_tokens_reused)
             cumulative, buckets = 0, []
@@ -159,7 +182,7 @@ class Monitor(Collector):
                 cumulative += count
                 buckets.append((bound, float(cumulative)))
             batches.add_metric([name], buckets, float(snap.batch_size_sum))
-        yield from (*gauges.values(), prompt, batches)
+        yield from (*gauges.values(), prompt, batches, by_class, preemptions, callers)
 
     def snapshot(self) -> dict[str, Any]:
         """The WebSocket message: see README "Monitoring" for the schema."""
@@ -190,6 +213,7 @@ class Monitor(Collector):
                 for p in self._deployments.describe()
             ],
             "models": models,
+            "schedulers": {name: describe_scheduler(snap) for name, snap in self._local.scheduler_snapshots().items()},
             "tasks": {**self.task_counts, "queue_depth": self.task_counts["pending"]},
             "batches": self.batches,
         }

@@ -94,6 +94,7 @@ class BatchScheduler:
         self._reused = 0
         self._freed_by_cancel = 0
         self._preemptions = 0
+        self._peak_running = 0
         self._parked_cells = 0  # KV cells copied out for preempted requests
         self._batch_counts = [0] * (len(BATCH_SIZE_BUCKETS) + 1)
         self._batch_sum = 0
@@ -126,7 +127,8 @@ class BatchScheduler:
             if self._closed:
                 raise ProviderError("the model is being unloaded; retry")
             waiting = self._pending.new_requests()
-            if waiting >= self._shape.max_waiting and all(s.job is not None for s in self._slots):
+            free = sum(1 for s in self._slots if s.job is None)  # the first `free` waiting ones are about to run
+            if waiting >= self._shape.max_waiting + free:
                 raise OverloadedError(
                     f"model '{self._name}' is busy: {len(self._slots)} running and {waiting} waiting "
                     f"(parallel={len(self._slots)}, LLM_MAX_QUEUED_REQUESTS={self._shape.max_waiting}); "
@@ -163,7 +165,9 @@ class BatchScheduler:
             waiting_by_class=waiting,
             slots_by_caller=dict(Counter(job.caller for job in running)),
             preemptions=self._preemptions,
+            peak_running=self._peak_running,
             preempted_waiting=parked,
+            parked_kv_cells=self._parked_cells,
             kv_cells_used=sum(len(s.cached) for s in self._slots),
             kv_cells_total=self._shape.parallel * self._shape.context_per_slot,
             steps=self._steps,
@@ -298,6 +302,7 @@ class BatchScheduler:
             llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
             reused = 0
         slot.start(job, sampler, feed, reused)
+        self._peak_running = max(self._peak_running, sum(1 for s in self._slots if s.job is not None))
         if parked is not None:
             slot.resume(parked)
         self._clock += 1

@@ -23,7 +23,9 @@ class SchedulerSnapshot:
     waiting_by_class: dict[int, int] = field(default_factory=dict)
     slots_by_caller: dict[str, int] = field(default_factory=dict)
     preemptions: int = 0
+    peak_running: int = 0
     preempted_waiting: int = 0  # preempted requests waiting to resume
+    parked_kv_cells: int = 0  # KV cells of preempted requests copied out of the context
     batch_size_buckets: tuple[int, ...] = BATCH_SIZE_BUCKETS
     batch_size_counts: list[int] = field(default_factory=list)  # per bucket, not cumulative; the last is +Inf
     batch_size_sum: int = 0
