@@ -325,7 +325,7 @@ async def test_admission_is_bounded_by_the_slots_and_the_wait_queue(batched: Liv
     texts = {r.json()["choices"][0]["text"] for r in replies if r.status_code == 200}
     assert all(r.json()["usage"]["completion_tokens"] == 60 for r in replies if r.status_code == 200)
     assert all(text.startswith(" 6, 7, 8, 9, 10") for text in texts), texts
-    assert batched.model_stats(MODEL)["peak_active"] == PARALLEL
+    assert batched.model_stats(MODEL)["peak_running_sequences"] == PARALLEL
 
 
 async def test_n_choices_and_logprobs_through_the_sdk(batched: LiveServer) -> None:

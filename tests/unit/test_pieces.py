@@ -17,9 +17,9 @@ from sop_llm.infra.errors import AppError, OverloadedError, ProviderNotAvailable
 from sop_llm.infra.redis_keys import answer_key, circuit_key, embedding_key
 from sop_llm.infra.trace import trace_id_from_headers
 from sop_llm.providers.local.threaded import ThreadStream
-from sop_llm.providers.types import Chunk, Usage
+from sop_llm.providers.types import Chunk, Usage, WorkClass
 from sop_llm.services.embeddings.batcher import EmbeddingBatcher
-from sop_llm.services.priority import background
+from sop_llm.services.priority import work_class
 
 pytestmark = pytest.mark.unit
 
@@ -119,7 +119,7 @@ async def test_background_texts_yield_to_a_request_that_arrives_meanwhile() -> N
     batcher.start()
 
     async def in_background(texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        background.set(True)
+        work_class.set(WorkClass.BATCH)
         return await batcher.submit(texts)
 
     try:

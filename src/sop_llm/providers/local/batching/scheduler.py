@@ -254,14 +254,15 @@ class BatchScheduler:
                 if not free and victim is None:
                     return
                 self._pending.take(job)
+                if victim is None:  # reserved now, so that a request arriving meanwhile does not count it free
+                    tokens = job.parked.feed if job.parked is not None else job.prompt
+                    slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
+                    slot.job = job
             if victim is not None:
                 parked = self._park(victim)
                 with self._wake:
                     self._pending.push(parked, front=True)
                 slot = victim
-            else:
-                tokens = job.parked.feed if job.parked is not None else job.prompt
-                slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
             self._admit(job, slot)
 
     def _park(self, slot: Slot) -> Job:
@@ -287,6 +288,7 @@ class BatchScheduler:
             try:
                 sampler = build_sampler(self._vocab, self._n_vocab, job.sampling)
             except ValueError as exc:
+                slot.job = None
                 job.emit(ProviderError(f"the request's sampler could not be built: {exc}"))
                 job.emit(None)
                 return
