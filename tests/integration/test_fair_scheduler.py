@@ -129,7 +129,7 @@ async def test_an_interactive_request_preempts_a_background_task_which_resumes_u
     results = []
     for task in tasks:
         for _ in range(3000):
-            body = httpx.get(f"{fair.url}/api/v1/tasks/{task.json()['task_id']}", headers=headers).json()
+            body = httpx.get(f"{fair.url}/api/v1/tasks/{task.json()['id']}", headers=headers).json()
             if body["status"] in ("completed", "failed"):
                 break
             await asyncio.sleep(0.05)

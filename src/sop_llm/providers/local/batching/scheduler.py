@@ -218,6 +218,8 @@ class BatchScheduler:
         for job in list(self._pending):
             if job.cancel.is_set():
                 self._pending.remove(job)
+                if job.parked is not None:  # it had started: its generation stopped
+                    self._counters.add(cancelled=1)
                 self._leave_waiting(job, None)
             elif job.parked is None and now - job.queued_at > self._shape.queue_timeout:
                 self._pending.remove(job)
