@@ -126,20 +126,23 @@ class LlamaCppProvider(GenerationProvider):
         if self.model_config.scheduler == "batched":
             # The instance gives the weights, the tokenizer and the chat template; the scheduler's own context
             # holds the KV cache of every slot, so the instance's context is kept minimal and never decodes.
-            instance = await loop.run_in_executor(self._executor, self._load_instance, path, BATCHED_SPARE_CTX)
-            self._instances.append(instance)
-            self._scheduler = await loop.run_in_executor(self._executor, self._start_scheduler, instance)
+            await loop.run_in_executor(self._executor, self._load_batched, path)
         else:
             for _ in range(count):
                 instance = await loop.run_in_executor(
                     self._executor, self._load_instance, path, self.model_config.context_length
                 )
-                self._instances.append(instance)
                 self._pool.put_nowait(instance)
         self._formatter, self._eos_text = self._chat_formatter(self._instances[0])
 
     def _threads(self) -> int:
         return int(self.model_config.options.get("n_threads") or os.cpu_count() or 1)
+
+    def _load_batched(self, path: str) -> None:
+        """In the load thread, keeping what it made on self even if the load is cancelled meanwhile: `aclose`
+        waits for this thread, then frees the scheduler before the weights it uses."""
+        instance = self._load_instance(path, BATCHED_SPARE_CTX)
+        self._scheduler = self._start_scheduler(instance)
 
     def _start_scheduler(self, instance: Llama) -> BatchScheduler:
         from sop_llm.providers.local.batching.scheduler import BatchScheduler, ContextShape
@@ -175,7 +178,7 @@ class LlamaCppProvider(GenerationProvider):
         options = self.model_config.options
         threads = self._threads()
         try:
-            return Llama(
+            instance = Llama(
                 model_path=path,
                 n_ctx=n_ctx,
                 # Prompt evaluation uses n_threads_batch, which llama-cpp-python would otherwise set to every core:
@@ -187,6 +190,8 @@ class LlamaCppProvider(GenerationProvider):
             )
         except (ValueError, RuntimeError) as exc:
             raise ProviderInitializationError(f"llama.cpp could not load '{path}': {exc}") from exc
+        self._instances.append(instance)  # here, not in `load`: a cancelled load's instance is still closed
+        return instance
 
     def _chat_formatter(self, llama: Llama) -> tuple[Any, str]:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -199,6 +204,9 @@ class LlamaCppProvider(GenerationProvider):
         return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos), eos
 
     async def aclose(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:  # a load still running in it (its task cancelled) finishes before anything is freed
+            await asyncio.to_thread(executor.shutdown, True)
         if self._scheduler is not None:
             await asyncio.to_thread(self._scheduler.close)
             self._scheduler = None
@@ -207,9 +215,6 @@ class LlamaCppProvider(GenerationProvider):
         for instance in self._instances:
             instance.close()
         self._instances.clear()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
 
     async def health(self) -> Health:
         return Health(ok=bool(self._instances), detail=f"{len(self._instances)} instance(s) loaded")
