@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+import yaml
 
 from sop_llm.app import create_app
 from sop_llm.infra.settings import Settings
@@ -73,3 +76,13 @@ class LiveServer:
         entry = next(m for m in models if m["name"] == name)
         stats: dict[str, Any] = entry["stats"]
         return stats
+
+
+def smollm2_config(folder: Path, **fields: object) -> Path:
+    """A config folder serving only the embedded SmolLM2 as `smollm2-135m` with these models.yaml fields (one
+    llama.cpp thread: no OpenMP barriers spinning on a busy machine), the shipped providers and no embedding model."""
+    shutil.copy("config/providers.yaml", folder / "providers.yaml")
+    (folder / "embeddings.yaml").write_text("embeddings: {}\n")
+    entry = {"provider": "llamacpp", "model": "embedded:smollm2-135m-instruct", **fields, "options": {"n_threads": 1}}
+    (folder / "models.yaml").write_text(yaml.safe_dump({"models": {"smollm2-135m": entry}}))
+    return folder

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import jsonschema
 import pytest
 from openai import AsyncOpenAI
 
-from tests.live_server import LiveServer, make_settings
+from tests.live_server import LiveServer, make_settings, smollm2_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.api]
 
@@ -35,20 +33,8 @@ SCHEMA = {
 
 @pytest.fixture(scope="module")
 def batched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    folder: Path = tmp_path_factory.mktemp("batched-config")
-    shutil.copy("config/providers.yaml", folder / "providers.yaml")
-    (folder / "embeddings.yaml").write_text("embeddings: {}\n")
-    (folder / "models.yaml").write_text(
-        f"""
-models:
-  {MODEL}:
-    provider: llamacpp
-    model: embedded:smollm2-135m-instruct
-    context_length: 1024
-    scheduler: batched
-    parallel: {PARALLEL}
-    options: {{n_threads: 1}}  # one thread: no OpenMP barriers spinning on a busy machine
-"""
+    folder = smollm2_config(
+        tmp_path_factory.mktemp("batched-config"), context_length=1024, scheduler="batched", parallel=PARALLEL
     )
     live = LiveServer(
         make_settings(CONFIG_DIR=str(folder), LLM_MAX_QUEUED_REQUESTS=QUEUED, LLM_MAX_PROMPT_CHARS=8000)
@@ -60,20 +46,7 @@ models:
 @pytest.fixture(scope="module")
 def serial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The shipped model on the serial scheduler, which is still an option."""
-    folder: Path = tmp_path_factory.mktemp("serial-config")
-    shutil.copy("config/providers.yaml", folder / "providers.yaml")
-    (folder / "embeddings.yaml").write_text("embeddings: {}\n")
-    (folder / "models.yaml").write_text(
-        f"""
-models:
-  {MODEL}:
-    provider: llamacpp
-    model: embedded:smollm2-135m-instruct
-    context_length: 1024
-    scheduler: serial
-    options: {{n_threads: 1}}
-"""
-    )
+    folder = smollm2_config(tmp_path_factory.mktemp("serial-config"), context_length=1024, scheduler="serial")
     live = LiveServer(make_settings(CONFIG_DIR=str(folder))).start()
     yield live
     live.stop()

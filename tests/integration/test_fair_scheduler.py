@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +17,7 @@ import psutil
 import pytest
 from openai import AsyncOpenAI
 
-from tests.live_server import LiveServer, make_settings
+from tests.live_server import LiveServer, make_settings, smollm2_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.api, pytest.mark.slow]
 
@@ -36,20 +34,7 @@ def token(subject: str, scope: str = "user") -> str:
 
 @pytest.fixture(scope="module")
 def fair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    folder: Path = tmp_path_factory.mktemp("fair-config")
-    shutil.copy("config/providers.yaml", folder / "providers.yaml")
-    (folder / "embeddings.yaml").write_text("embeddings: {}\n")
-    (folder / "models.yaml").write_text(
-        f"""
-models:
-  {MODEL}:
-    provider: llamacpp
-    model: embedded:smollm2-135m-instruct
-    context_length: 512
-    parallel: {SLOTS}
-    options: {{n_threads: 1}}
-"""
-    )
+    folder = smollm2_config(tmp_path_factory.mktemp("fair-config"), context_length=512, parallel=SLOTS)
     settings = make_settings(
         CONFIG_DIR=str(folder), AUTH_ENABLED=True, JWT_ALGORITHMS=["HS256"], JWT_SECRET=SECRET, TASKS_CONCURRENCY=2
     )

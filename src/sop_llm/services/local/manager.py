@@ -9,8 +9,8 @@ its caller and class (services/priority.py)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -158,23 +158,20 @@ class LocalModels:
         model = self._get(name)
         check_memory(self._settings.llm_memory_threshold)
         model.load_state.require_ready()
-        a = model.admission
-        if model.semaphore is None:
-            a.active += 1
-            a.peak_active = max(a.peak_active, a.active)
-            try:
+        if model.semaphore is None:  # the provider queues and admits the request itself
+            with _counted(model.admission):
                 yield model.provider
-                a.completed += 1
-            except (asyncio.CancelledError, GeneratorExit):
-                a.cancelled += 1
-                raise
-            except BaseException:
-                a.failed += 1
-                raise
-            finally:
-                a.active -= 1
             return
-        if model.semaphore.locked() and a.waiting >= self._settings.llm_max_queued_requests:
+        await self._wait_for_slot(name, model, model.semaphore)
+        try:
+            with _counted(model.admission):
+                yield model.provider
+        finally:
+            model.semaphore.release()
+
+    async def _wait_for_slot(self, name: str, model: LocalModel, semaphore: asyncio.Semaphore) -> None:
+        a = model.admission
+        if semaphore.locked() and a.waiting >= self._settings.llm_max_queued_requests:
             raise OverloadedError(
                 f"model '{name}' is busy: {a.active} running and {a.waiting} waiting "
                 f"(LLM_MAX_CONCURRENT_REQUESTS={model.permits}, "
@@ -184,7 +181,7 @@ class LocalModels:
         a.waiting += 1
         try:
             async with asyncio.timeout(self._settings.llm_queue_timeout):
-                await model.semaphore.acquire()
+                await semaphore.acquire()
         except TimeoutError:
             raise OverloadedError(
                 f"model '{name}' is busy: waited LLM_QUEUE_TIMEOUT={self._settings.llm_queue_timeout:g} s for one "
@@ -193,20 +190,6 @@ class LocalModels:
             ) from None
         finally:
             a.waiting -= 1
-        a.active += 1
-        a.peak_active = max(a.peak_active, a.active)
-        try:
-            yield model.provider
-            a.completed += 1
-        except (asyncio.CancelledError, GeneratorExit):
-            a.cancelled += 1
-            raise
-        except BaseException:
-            a.failed += 1
-            raise
-        finally:
-            a.active -= 1
-            model.semaphore.release()
 
     async def generate_admitted(self, name: str, request: GenerationRequest) -> Completion:
         """Wait for a slot (at most LLM_QUEUE_TIMEOUT), then generate (at most LLM_REQUEST_TIMEOUT)."""
@@ -251,6 +234,24 @@ class LocalModels:
         return GenerationTimeoutError(
             f"generation on '{name}' took longer than LLM_REQUEST_TIMEOUT={self._settings.llm_request_timeout:g} s"
         )
+
+
+@contextmanager
+def _counted(a: Admission) -> Iterator[None]:
+    """Count an admitted generation as active while it runs, then by how it ended."""
+    a.active += 1
+    a.peak_active = max(a.peak_active, a.active)
+    try:
+        yield
+        a.completed += 1
+    except (asyncio.CancelledError, GeneratorExit):
+        a.cancelled += 1
+        raise
+    except BaseException:
+        a.failed += 1
+        raise
+    finally:
+        a.active -= 1
 
 
 def describe_scheduler(snap: SchedulerSnapshot) -> dict[str, Any]:
