@@ -125,19 +125,13 @@ class LocalModels:
 
     def scheduler_snapshots(self) -> dict[str, SchedulerSnapshot]:
         """The batched schedulers' state, by model (models on the serial scheduler have none)."""
-        snapshots = {}
-        for name, model in self._models.items():
-            read = getattr(model.provider, "scheduler_snapshot", None)
-            snapshot = read() if read is not None else None
-            if snapshot is not None:
-                snapshots[name] = snapshot
-        return snapshots
+        snapshots = {name: _scheduler_snapshot(model) for name, model in self._models.items()}
+        return {name: snapshot for name, snapshot in snapshots.items() if snapshot is not None}
 
     def describe(self, name: str) -> dict[str, Any]:
         model = self._get(name)
         a = model.admission
-        read = getattr(model.provider, "scheduler_snapshot", None)
-        snapshot = read() if read is not None else None
+        snapshot = _scheduler_snapshot(model)
         scheduler = {"scheduler": describe_scheduler(snapshot)} if snapshot is not None else {}
         return {
             **scheduler,
@@ -234,6 +228,11 @@ class LocalModels:
         return GenerationTimeoutError(
             f"generation on '{name}' took longer than LLM_REQUEST_TIMEOUT={self._settings.llm_request_timeout:g} s"
         )
+
+
+def _scheduler_snapshot(model: LocalModel) -> SchedulerSnapshot | None:
+    read = getattr(model.provider, "scheduler_snapshot", None)
+    return read() if read is not None else None
 
 
 @contextmanager

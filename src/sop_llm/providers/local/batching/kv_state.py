@@ -18,7 +18,7 @@ def save_sequence(ctx: Any, seq_id: int) -> bytes | None:
         return None
     buffer = (ctypes.c_uint8 * size)()
     written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, seq_id)
-    return bytes(buffer)[:written] if written else None
+    return ctypes.string_at(buffer, written) if written else None
 
 
 def restore_sequence(ctx: Any, memory: Any, seq_id: int, data: bytes) -> bool:

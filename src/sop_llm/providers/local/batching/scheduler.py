@@ -261,14 +261,15 @@ class BatchScheduler:
                     slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
                     slot.job = job
             if victim is not None:
-                parked = self._park(victim)
+                parked = self._park(victim, job)
                 with self._wake:
                     self._pending.push(parked, front=True)
                 slot = victim
             self._admit(job, slot)
 
-    def _park(self, slot: Slot) -> Job:
-        """Preempt the slot's request: it goes back to wait, with its progress."""
+    def _park(self, slot: Slot, successor: Job) -> Job:
+        """Preempt the slot's request for `successor`, which the slot stays reserved for; the preempted request
+        is returned to wait again, with its progress."""
         job = slot.job
         assert job is not None
         budget = self._shape.parallel * self._shape.context_per_slot
@@ -278,7 +279,7 @@ class BatchScheduler:
         job.parked = slot.park(kv)
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
         slot.cached.clear()
-        slot.job = None
+        slot.job = successor
         self._preemptions += 1
         return job
 
