@@ -1,7 +1,7 @@
 """Many users on one local model: the batched scheduler next to the serial one, same model, same machine, one run.
 
-Each scheduler gets its own service process (a models.yaml with only SmolLM2 on it, no embedding model) and the
-same four measurements, every one a ratio against the same work done alone:
+Each scheduler gets its own service process — batched: the repository's config/ as shipped (the default scheduler);
+serial: a models.yaml with only SmolLM2 on it on the serial scheduler — and the same four measurements, every one a ratio against the same work done alone:
 - aggregate tok/s of 8 concurrent 128-token streams ÷ one stream's tok/s;
 - p50 latency of 32 short chats (16 tokens) sent 8 at a time ÷ the same chat alone, printed beside the floor this
   machine's prefill and decode rates allow (`_floor_ms`);
@@ -43,17 +43,22 @@ LONG_SCHEMA = {
 }
 
 
+SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "config"
+
+
 def _config(scheduler: str) -> str:
+    """batched: the repository's config/ as shipped (its default scheduler, parallel and threads, with the embedding
+    model loaded as a newcomer's `make run` has it); serial: the same model on the serial scheduler alone."""
+    if scheduler == "batched":
+        return str(SHIPPED_CONFIG)
     folder = tempfile.mkdtemp(prefix=f"sop-llm-bench-{scheduler}-")
     model: dict[str, Any] = {
         "provider": "llamacpp",
         "model": "embedded:smollm2-135m-instruct",
         "context_length": 2048,
         "load_on_startup": True,
-        "scheduler": scheduler,  # named for both: the default is now batched
+        "scheduler": scheduler,
     }
-    if scheduler == "batched":
-        model["parallel"] = 8
     (Path(folder) / "providers.yaml").write_text("providers:\n  llamacpp: {type: llamacpp}\n")
     (Path(folder) / "models.yaml").write_text(json.dumps({"models": {MODEL: model}}))
     (Path(folder) / "embeddings.yaml").write_text("embeddings: {}\n")

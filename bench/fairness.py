@@ -20,16 +20,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.batching import SHORT_CHAT
+from bench.batching import SHIPPED_CONFIG, SHORT_CHAT
 from bench.service import Service
 
 MODEL = "smollm2-135m"
-CONFIG = Path(__file__).resolve().parents[1] / "config"
 TOPICS = ["a lighthouse keeper", "a dragon who collects maps", "two rival bakers", "a robot learning to paint"]
 SETTINGS = ["during a storm at sea", "in a city under the ice", "on a slow train", "in a haunted castle"]
 STORIES = [f"Write a long story, with many chapters, about {t} {s}." for t in TOPICS for s in SETTINGS]
@@ -201,7 +199,7 @@ async def _measure(url: str, keys: list[dict[str, str]], streams: int, chats: in
 def run(streams: int = 16, chats: int = 10, lines: int = 64) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sop-llm-bench-fairness-") as folder:
         env = {
-            "CONFIG_DIR": str(CONFIG),
+            "CONFIG_DIR": str(SHIPPED_CONFIG),
             "AUTH_ENABLED": "true",
             "DATABASE_URL": f"sqlite+aiosqlite:///{folder}/bench.db",
             "FILES_DIR": f"{folder}/files",
