@@ -1,7 +1,8 @@
 """Many users on one local model: the batched scheduler next to the serial one, same model, same machine, one run.
 
 Each scheduler gets its own service process — batched: the repository's config/ as shipped (the default scheduler);
-serial: a models.yaml with only SmolLM2 on it on the serial scheduler — and the same four measurements, every one a ratio against the same work done alone:
+serial: a models.yaml with only SmolLM2 on it on the serial scheduler — and the same four measurements, every one a
+ratio against the same work done alone:
 - aggregate tok/s of 8 concurrent 128-token streams ÷ one stream's tok/s;
 - p50 latency of 32 short chats (16 tokens) sent 8 at a time ÷ the same chat alone, printed beside the floor this
   machine's prefill and decode rates allow (`_floor_ms`);
