@@ -1,5 +1,6 @@
-"""The batched scheduler's admission order and step sharing, on their own: classes first, callers in turn, and
-preemption only for a more urgent class or a caller two or more slots short of another."""
+"""The batched scheduler's admission order and step sharing, on their own: classes first, callers in turn, the same
+tokens for every busy caller, and preemption only for a more urgent class or a caller two or more slots short of
+another."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from sop_llm.providers.local.batching.policy import preemption_victim, step_members
+from sop_llm.providers.local.batching.policy import CREDIT, SLACK, FairSteps, preemption_victim
 from sop_llm.providers.local.batching.sampling import SamplingParams
 from sop_llm.providers.local.batching.slots import Job, Slot
 from sop_llm.providers.local.batching.waiting import WaitingJobs
@@ -76,20 +77,24 @@ def test_per_caller_limit_holds_a_caller_back() -> None:
     assert len(waiting) == 1
 
 
-def test_a_step_shares_sequences_evenly_between_callers_of_the_most_urgent_class() -> None:
-    slots = running(*(job("a") for _ in range(6)), job("b"), job("t", TASK))
-    first = step_members(slots)
-    assert Counter(s.job.caller for s in first if s.job) == {"a": 1, "b": 1}  # the task waits
-    # a's sequences take turns from step to step.
-    seen = set()
-    for step in range(1, 7):
-        for slot in step_members(slots):
-            slot.last_step = step
-            if slot.job and slot.job.caller == "a":
-                seen.add(slot.seq_id)
-    assert seen == set(range(6))
-    alone = running(*(job("a") for _ in range(8)))
-    assert len(step_members(alone)) == 8  # a caller alone gets every slot decoded together
+def test_steps_give_callers_the_same_tokens_and_a_returning_caller_runs_at_once() -> None:
+    fair = FairSteps()
+    a_only = running(*(job("a") for _ in range(6)))
+    for _ in range(20):
+        assert len(fair.members(a_only)) == 6  # a caller alone gets every slot decoded together
+    slots = [*a_only, *running(job("b"), job("t", TASK))]
+    slots[6].seq_id, slots[7].seq_id = 6, 7
+    tokens: Counter[str] = Counter()
+    first_steps = []
+    for step in range(300):
+        members = fair.members(slots)
+        assert all(s.job is not None and s.job.caller != "t" for s in members)  # the task waits
+        if step < CREDIT - SLACK:
+            first_steps.append({s.job.caller for s in members if s.job})
+        tokens.update(s.job.caller for s in members if s.job)
+    assert all(callers == {"b"} for callers in first_steps)  # b arrived: it runs alone first
+    # Then both get the same tokens, a's six sequences sharing a's.
+    assert abs(tokens["a"] - tokens["b"]) <= CREDIT + SLACK + 6, tokens
 
 
 def test_preemption_takes_the_lowest_class_first_then_the_caller_with_most_slots() -> None:

@@ -3,7 +3,7 @@
 At every step the thread admits waiting requests into free slots (in the order `waiting.py` gives: interactive work
 first, callers in turn), preempts a running sequence when a more urgent request or a caller short of its share
 waits (`policy.py`), drops cancelled requests (freeing their KV cells), then builds one batch holding the next
-token of the sequences `policy.step_members` picks plus as much of their prompts as fits in `n_batch` (a long
+token of the sequences `policy.FairSteps` picks plus as much of their prompts as fits in `n_batch` (a long
 prompt is fed in chunks over several steps, so running streams keep getting tokens), calls `llama_decode` once and
 samples each sequence with its own sampler chain.
 
@@ -34,7 +34,7 @@ from loguru import logger
 
 from sop_llm.infra.errors import OverloadedError, ProviderError, ProviderInitializationError
 from sop_llm.providers.local.batching.kv_state import restore_sequence, save_sequence
-from sop_llm.providers.local.batching.policy import preemption_victim, step_members
+from sop_llm.providers.local.batching.policy import FairSteps, preemption_victim
 from sop_llm.providers.local.batching.sampling import build_sampler, free_sampler
 from sop_llm.providers.local.batching.slots import Emit, Job, Slot, common_prefix
 from sop_llm.providers.local.batching.stats import BATCH_SIZE_BUCKETS, SchedulerSnapshot
@@ -86,6 +86,7 @@ class BatchScheduler:
         self._batch = llama_cpp.llama_batch_init(shape.n_batch, 0, 1)
         self._slots = [Slot(i) for i in range(shape.parallel)]
         self._pending = WaitingJobs()
+        self._fair = FairSteps()
         self._wake = threading.Condition()
         self._closed = False
         self._clock = 0
@@ -348,10 +349,9 @@ class BatchScheduler:
     def _step(self) -> None:
         rows: list[tuple[Slot, int]] = []
         n = 0
-        running = step_members(self._running())
+        running = self._fair.members(self._running())
         in_batch: set[int] = set()
         for slot in running:
-            slot.last_step = self._steps + 1
             if slot.next_token is not None:
                 self._add(n, slot.next_token, slot, True)
                 rows.append((slot, n))

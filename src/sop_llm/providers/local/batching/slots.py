@@ -104,7 +104,6 @@ class Slot:
         self.text = StopText([])
         self.logprobs: list[TokenLogprob] = []  # of tokens not yet sent (streams) or of all tokens (otherwise)
         self.admitted = 0  # scheduler clock when the request took this slot
-        self.last_step = 0  # step number when the sequence was last decoded
 
     @property
     def prefilling(self) -> bool:
