@@ -278,9 +278,7 @@ class BatchScheduler:
         if kv is not None:
             self._parked_cells += len(slot.cached)
         job.parked = slot.park(kv)
-        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-        slot.cached.clear()
-        slot.job = successor
+        slot.job = successor  # its cells stay: the successor keeps the prefix it shares with them (`_admit`)
         self._preemptions += 1
         return job
 
