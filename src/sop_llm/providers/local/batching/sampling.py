@@ -1,14 +1,18 @@
 """A per-sequence `llama_sampler` chain built from a request's sampling settings.
 
 The chain mirrors what llama-cpp-python's `create_completion` (the serial path) builds, so a request samples from
-the same distribution on both schedulers: penalties, grammar, then greedy at temperature 0, else top-k, typical,
-top-p, min-p, temperature and a seeded draw.
+the same distribution on both schedulers: logit bias, penalties, grammar, then greedy at temperature 0, else top-k,
+typical, top-p, min-p, temperature and a seeded draw. The grammar is applied only when the draw without it breaks
+the grammar (`Sampler`).
 """
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 DEFAULT_TOP_K = 40  # create_completion's defaults, kept so both schedulers sample alike
 DEFAULT_MIN_P = 0.05
@@ -46,8 +50,90 @@ class GrammarError(ValueError):
     """llama.cpp refused the grammar text."""
 
 
-def build_sampler(vocab: Any, n_vocab: int, params: SamplingParams) -> Any:
-    """A new sampler chain; free it with `free_sampler`. Raises GrammarError for a grammar llama.cpp cannot parse."""
+class Sampler:
+    """A request's sampler chain and, kept apart from it, its grammar.
+
+    A grammar is expensive to apply to the whole vocabulary (llama.cpp walks every token's text through it), and it
+    runs on the decode thread, so every sequence in the batch would wait for it at every step. The chain therefore
+    draws first without the grammar; only when the grammar refuses that token is the draw made again with the
+    grammar applied to every candidate (what llama.cpp's own server does). At temperature 0 this picks the same
+    token as applying the grammar first. For a draw it is rejection sampling: a token the grammar accepts comes
+    with the probability it has among the tokens the grammar accepts, as long as top-k, top-p and min-p keep the
+    same tokens either way.
+    """
+
+    def __init__(self, vocab: Any, n_vocab: int, params: SamplingParams) -> None:
+        import llama_cpp
+
+        self._chain = _chain(n_vocab, params)
+        self.redraws = 0  # draws the grammar refused, made again with the grammar applied first
+        self._grammar: Any = None
+        self._candidates: np.ndarray | None = None
+        if params.grammar is not None:
+            text, root = params.grammar
+            self._grammar = llama_cpp.llama_sampler_init_grammar(vocab, text.encode("utf-8"), root.encode("utf-8"))
+            if not self._grammar:
+                llama_cpp.llama_sampler_free(self._chain)
+                raise GrammarError("llama.cpp could not parse the grammar")
+            self._candidates = np.zeros(n_vocab, dtype=_TOKEN_DATA)
+            self._ids = np.arange(n_vocab, dtype=np.int32)
+            self._all = llama_cpp.llama_token_data_array(
+                self._candidates.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)), n_vocab, -1, False
+            )
+            self._one = llama_cpp.llama_token_data()
+            self._single = llama_cpp.llama_token_data_array(ctypes.pointer(self._one), 1, -1, False)
+
+    def sample(self, ctx: Any, row: int) -> int:
+        """Draw the next token from the logits at batch row `row`, and move the sampler past it."""
+        import llama_cpp
+
+        if self._grammar is None:
+            return int(llama_cpp.llama_sampler_sample(self._chain, ctx, row))
+        token = self._draw(ctx, row, grammar_first=False)
+        if not self._allows(token):
+            self.redraws += 1
+            token = self._draw(ctx, row, grammar_first=True)
+        llama_cpp.llama_sampler_accept(self._grammar, token)
+        llama_cpp.llama_sampler_accept(self._chain, token)
+        return token
+
+    def _draw(self, ctx: Any, row: int, grammar_first: bool) -> int:
+        import llama_cpp
+
+        candidates = self._candidates
+        assert candidates is not None
+        n_vocab = len(candidates)
+        candidates["id"] = self._ids
+        candidates["logit"] = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, row), shape=(n_vocab,))
+        candidates["p"] = 0.0
+        self._all.size, self._all.selected, self._all.sorted = n_vocab, -1, False
+        if grammar_first:
+            llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(self._all))
+        llama_cpp.llama_sampler_apply(self._chain, ctypes.byref(self._all))
+        return int(candidates["id"][self._all.selected])
+
+    def _allows(self, token: int) -> bool:
+        import llama_cpp
+
+        self._one.id, self._one.logit, self._one.p = token, 1.0, 0.0  # type: ignore[assignment]  # ctypes converts
+        self._single.size, self._single.selected, self._single.sorted = 1, -1, False
+        llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(self._single))
+        return bool(np.isfinite(self._one.logit))
+
+    def free(self) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_sampler_free(self._chain)
+        if self._grammar is not None:
+            llama_cpp.llama_sampler_free(self._grammar)
+            self._grammar = None
+
+
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
+
+
+def _chain(n_vocab: int, params: SamplingParams) -> Any:
+    """The chain without the grammar: logit bias, penalties, then greedy or the truncations and a seeded draw."""
     import llama_cpp
 
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
@@ -67,13 +153,6 @@ def build_sampler(vocab: Any, n_vocab: int, params: SamplingParams) -> Any:
                 n_vocab, PENALTY_LAST_N, params.repeat_penalty, params.frequency_penalty, params.presence_penalty
             )
         )
-    if params.grammar is not None:
-        text, root = params.grammar
-        grammar = llama_cpp.llama_sampler_init_grammar(vocab, text.encode("utf-8"), root.encode("utf-8"))
-        if not grammar:
-            llama_cpp.llama_sampler_free(chain)
-            raise GrammarError("llama.cpp could not parse the grammar")
-        add(grammar)
     if params.temperature <= 0:
         add(llama_cpp.llama_sampler_init_greedy())
     else:
@@ -85,9 +164,3 @@ def build_sampler(vocab: Any, n_vocab: int, params: SamplingParams) -> Any:
         seed = params.seed if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
         add(llama_cpp.llama_sampler_init_dist(seed))
     return chain
-
-
-def free_sampler(chain: Any) -> None:
-    import llama_cpp
-
-    llama_cpp.llama_sampler_free(chain)

@@ -35,7 +35,7 @@ from loguru import logger
 from sop_llm.infra.errors import OverloadedError, ProviderError, ProviderInitializationError
 from sop_llm.providers.local.batching.kv_state import restore_sequence, save_sequence
 from sop_llm.providers.local.batching.policy import FairSteps, preemption_victim
-from sop_llm.providers.local.batching.sampling import build_sampler, free_sampler
+from sop_llm.providers.local.batching.sampling import Sampler
 from sop_llm.providers.local.batching.slots import Emit, Job, Slot, common_prefix
 from sop_llm.providers.local.batching.stats import BATCH_SIZE_BUCKETS, SchedulerSnapshot
 from sop_llm.providers.local.batching.waiting import WaitingJobs
@@ -234,7 +234,7 @@ class BatchScheduler:
 
     def _leave_waiting(self, job: Job, error: BaseException | None) -> None:
         if job.parked is not None:
-            free_sampler(job.parked.sampler)
+            job.parked.sampler.free()
             if job.parked.kv is not None:
                 self._parked_cells -= len(job.parked.tokens)
             job.parked = None
@@ -288,7 +288,7 @@ class BatchScheduler:
             sampler, feed = parked.sampler, parked.feed
         else:
             try:
-                sampler = build_sampler(self._vocab, self._n_vocab, job.sampling)
+                sampler = Sampler(self._vocab, self._n_vocab, job.sampling)
             except ValueError as exc:
                 slot.job = None
                 job.emit(ProviderError(f"the request's sampler could not be built: {exc}"))
@@ -327,7 +327,7 @@ class BatchScheduler:
             llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
             slot.cached.clear()
         if slot.sampler is not None:
-            free_sampler(slot.sampler)
+            slot.sampler.free()
             slot.sampler = None
         slot.job = None
         self._clock += 1
@@ -381,9 +381,9 @@ class BatchScheduler:
             self._fail_all(f"llama.cpp could not decode the batch (status {status}); retry")
             return
         for slot, row in rows:
-            assert slot.job is not None
+            assert slot.job is not None and slot.sampler is not None
             distribution = self._log_softmax(row) if slot.job.logprobs is not None else None
-            token = llama_cpp.llama_sampler_sample(slot.sampler, self._ctx, row)
+            token = slot.sampler.sample(self._ctx, row)
             if distribution is not None and not llama_cpp.llama_vocab_is_eog(self._vocab, token):
                 slot.logprobs.append(self._token_logprob(distribution, token, slot.job.logprobs or 0))
             self._on_token(slot, token)

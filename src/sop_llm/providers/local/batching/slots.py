@@ -11,9 +11,8 @@ import codecs
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from sop_llm.providers.local.batching.sampling import SamplingParams
+from sop_llm.providers.local.batching.sampling import Sampler, SamplingParams
 from sop_llm.providers.types import Chunk, Constraint, TokenLogprob
 
 Emit = Callable[[Chunk | BaseException | None], None]
@@ -80,7 +79,7 @@ class Parked:
     """A preempted request's progress: its sampler (with its random state and grammar position), what it has
     written, the tokens its KV cells held and, when there was room to keep them, those cells' contents."""
 
-    sampler: Any
+    sampler: Sampler
     feed: list[int]
     next_token: int | None
     generated: int
@@ -96,7 +95,7 @@ class Slot:
         self.cached: list[int] = []
         self.last_used = 0
         self.job: Job | None = None
-        self.sampler: Any = None
+        self.sampler: Sampler | None = None
         self.feed: list[int] = []  # tokens to get into the KV cache before the next draw (the prompt, at first)
         self.fed = 0  # of `feed`, already in the KV cache
         self.next_token: int | None = None  # sampled, to be decoded at the next step
@@ -116,7 +115,7 @@ class Slot:
         taken, self.logprobs = self.logprobs, []
         return taken
 
-    def start(self, job: Job, sampler: Any, feed: list[int], reused: int) -> None:
+    def start(self, job: Job, sampler: Sampler, feed: list[int], reused: int) -> None:
         """Serve `job` from here: its first `reused` tokens of `feed` are already in the KV cache."""
         self.job = job
         self.sampler = sampler
@@ -141,6 +140,7 @@ class Slot:
         else:  # resumed by evaluating the cached tokens and the one drawn last, whose logits give the next draw
             assert self.next_token is not None
             feed, next_token = [*self.cached, self.next_token], self.next_token
+        assert self.sampler is not None
         parked = Parked(self.sampler, feed, next_token, self.generated, self.text, self.logprobs, list(self.cached), kv)
         self.sampler = None
         return parked
