@@ -5,7 +5,7 @@ serial: a models.yaml with only SmolLM2 on it on the serial scheduler — and th
 ratio against the same work done alone:
 - aggregate tok/s of 8 concurrent 128-token streams ÷ one stream's tok/s;
 - p50 latency of 32 short chats (16 tokens) sent 8 at a time ÷ the same chat alone, printed beside the floor this
-  machine's prefill and decode rates allow (`_floor_ms`);
+  machine's prefill rate allows (`_floor_ms`);
 - p50 of short chats sent one after another beside one long grammar-constrained (json_schema) request ÷ alone;
 - time to first token of a chat's second turn on a ~1,500-token history ÷ that of its first turn.
 
@@ -121,19 +121,17 @@ async def _prompt_tokens_evaluated(session: aiohttp.ClientSession, url: str) -> 
 
 
 def _floor_ms(r: dict[str, Any]) -> float:
-    """What a perfect scheduler would give each of the 32 short chats at c8 with this machine's measured rates: the
-    chats' whole work — the prompt tokens the engine evaluated for them (every one on serial; batched reuses a slot's
-    cached prefix) at the prefill rate of a wave's prompts evaluated together (one prompt of 8 chats' tokens), plus
-    their completion tokens at the aggregate decode rate of 8 streams — shared out over the 4 waves of 8, each chat
+    """The p50 the 32 short chats at c8 would have if every position were evaluated at this machine's best rate.
+    Every token a chat costs is one position the model evaluates: the prompt tokens the engine evaluated for it
+    (every one on serial; batched reuses a slot's cached prefix) and each completion token. llama.cpp evaluates
+    positions fastest in its largest batches — the prefill of a wave's prompts together, measured in this process;
+    decoding 8 sequences a step is slower per position. With 8 chats at a time the 32 come in 4 waves, each chat
     lasting its wave:
-        floor = (prompt tokens evaluated / prefill tok/s + completion tokens / 8-stream tok/s) / (32 / 8)
-    Approximate: the 8-stream rate is measured on 128-token answers, whose longer contexts cost more per step than
-    a short chat's."""
-    work = (
-        r["short_chat_c8_prompt_evaluated"] / r["prefill_tok_s"]
-        + r["short_chat_c8_completion_tokens"] / r["eight_streams_tok_s"]
-    )
-    return float(work) / (32 / 8) * 1000
+        floor = (prompt tokens evaluated + completion tokens) / prefill tok/s / (32 / 8)
+    A yardstick rather than a proof: continuous batching lets the waves overlap, so a p50 may come out a little
+    under it."""
+    positions = r["short_chat_c8_prompt_evaluated"] + r["short_chat_c8_completion_tokens"]
+    return float(positions) / r["prefill_tok_s"] / (32 / 8) * 1000
 
 
 async def _measure(url: str) -> dict[str, float]:
@@ -324,11 +322,11 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
             f"local engine, {scheduler}: 8 streams {r['eight_streams_tok_s']:.1f} tok/s vs one "
             f"{r['single_stream_tok_s']:.1f} (x{r['eight_streams_ratio']:.2f}; target >= 1.5) | short chat alone "
             f"{r['short_chat_alone_ms']:.0f} ms, p50 of 32 at c8 {r['short_chat_c8_p50_ms']:.0f} ms "
-            f"(x{r['short_chat_c8_ratio']:.2f}; target <= 4; floor {r['short_chat_c8_floor_ms']:.0f} ms = the 32 "
+            f"(x{r['short_chat_c8_ratio']:.2f}; no fixed target; floor {r['short_chat_c8_floor_ms']:.0f} ms = the 32 "
             f"chats' prompt tokens evaluated ({r['short_chat_c8_prompt_evaluated']} of "
-            f"{r['short_chat_c8_prompt_tokens']}) at a wave's prefill {r['prefill_tok_s']:.0f} tok/s + their "
-            f"{r['short_chat_c8_completion_tokens']} completion tokens at the 8 streams' "
-            f"{r['eight_streams_tok_s']:.0f} tok/s, over 4 waves of 8) | beside a long json_schema request "
+            f"{r['short_chat_c8_prompt_tokens']}) + their {r['short_chat_c8_completion_tokens']} completion tokens, "
+            f"at a wave's prefill {r['prefill_tok_s']:.0f} tok/s, over 4 waves of 8) | beside a long json_schema "
+            "request "
             f"{r['beside_long_p50_ms']:.0f} ms (x{r['beside_long_ratio']:.2f} over {r['beside_long_count']:.0f}; "
             f"target <= 3) | second turn first token {r['second_turn_ttft_ms']:.0f} ms vs first "
             f"{r['first_turn_ttft_ms']:.0f} ms ({r['second_turn_ratio']:.0%}; target <= 30 %)"
