@@ -8,7 +8,7 @@ be one schemathesis can generate (it silently skips a body whose schema it canno
 
 The server is this module's own, with small limits so each generation is cheap. Auth is off (development
 defaults), so the admin routes are fuzzed too; the model load/unload routes run after all others, in their own
-test, because unloading a model on purpose makes later generations answer 503.
+test, because unloading a model on purpose makes the next generation wait for it to load again.
 
 Safety: this machine may only send traffic to loopback. Generated `webhook_url` values are rewritten to a loopback
 receiver before each call, and an audit hook refuses (and records) any connection or name lookup the test process

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from sop_llm.infra.units import parse_duration
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -54,7 +56,17 @@ class ModelConfig(_Strict):
         description="scheduler batched: sequence slots, each with context_length tokens of KV cache; default: as "
         "many as fit in a quarter of the machine's memory, at most 8",
     )
+    keep_alive: float | None = Field(
+        None,
+        description="seconds (or 5m, 1h) the model stays loaded when idle; negative: forever; default: forever for "
+        "models loaded at startup, MODEL_KEEP_ALIVE for those loaded on demand",
+    )
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
 
 
 class EmbeddingModelConfig(_Strict):

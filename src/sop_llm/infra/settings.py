@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sop_llm.infra.redis_keys import TASKS_STREAM
+from sop_llm.infra.units import parse_duration, parse_memory
 
 
 class Settings(BaseSettings):
@@ -71,6 +72,15 @@ class Settings(BaseSettings):
     # Batched models: slots one caller (key, token subject, client IP) may hold at once; 0 = only the fair share.
     llm_max_concurrent_per_caller: int = Field(0, ge=0, alias="LLM_MAX_CONCURRENT_PER_CALLER")
     llm_memory_threshold: float = Field(90.0, gt=0, le=100, alias="LLM_MEMORY_THRESHOLD")
+    # Local models: the memory they may hold together (bytes, a size like 12GB, a percentage or share of RAM).
+    model_memory_budget: str = Field("75%", alias="MODEL_MEMORY_BUDGET")
+    # How long a model loaded on demand stays loaded when idle (seconds or 5m / 1h; negative: forever).
+    model_keep_alive: str = Field("5m", alias="MODEL_KEEP_ALIVE")
+    # How long a request waits for its model to load (then 503 with Retry-After).
+    model_load_timeout: float = Field(120.0, gt=0, alias="MODEL_LOAD_TIMEOUT")
+    # Where `models pull` fetches from and keeps files (huggingface_hub's own variables; unset: its defaults).
+    hf_endpoint: str | None = Field(None, alias="HF_ENDPOINT")
+    hf_hub_cache: Path | None = Field(None, alias="HF_HUB_CACHE")
     llm_max_prompt_chars: int = Field(32_000, ge=1, alias="LLM_MAX_PROMPT_CHARS")
     llm_max_messages: int = Field(256, ge=1, alias="LLM_MAX_MESSAGES")
     max_request_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, alias="MAX_REQUEST_BODY_BYTES")
@@ -109,6 +119,20 @@ class Settings(BaseSettings):
     log_access: bool = Field(False, alias="LOG_ACCESS")
     otel_enabled: bool = Field(False, alias="OTEL_ENABLED")
     gc_tuning: bool = Field(True, alias="GC_TUNING")
+
+    @model_validator(mode="after")
+    def _memory_and_keep_alive_parse(self) -> Settings:
+        parse_memory(self.model_memory_budget, 2**40)
+        parse_duration(self.model_keep_alive)
+        return self
+
+    def memory_budget_bytes(self) -> int:
+        import psutil
+
+        return parse_memory(self.model_memory_budget, psutil.virtual_memory().total)
+
+    def keep_alive_seconds(self) -> float:
+        return parse_duration(self.model_keep_alive)
 
     @model_validator(mode="after")
     def _fixer_needs_a_model(self) -> Settings:

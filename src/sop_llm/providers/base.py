@@ -43,6 +43,11 @@ class GenerationProvider(ABC):
     async def load(self) -> None:  # noqa: B027 - providers without a load step keep the default
         """Load weights or open connections. Runs in the background at startup or on request."""
 
+    def memory_estimate(self) -> int:
+        """The bytes of memory loading the model will take, judged from its files before loading (blocking file
+        reads: call it off the event loop). 0 for providers that hold no model in this process."""
+        return 0
+
     @abstractmethod
     async def generate(self, request: GenerationRequest) -> Completion: ...
 

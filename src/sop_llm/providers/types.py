@@ -70,6 +70,9 @@ class GenerationRequest:
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
     max_tokens: int = DEFAULT_MAX_TOKENS
+    # The caller set max_tokens: a prompt that leaves less room than that in the model's context is refused, not
+    # answered shorter. Otherwise max_tokens is a default, and the answer may use what room the prompt leaves.
+    max_tokens_asked: bool = False
     temperature: float = DEFAULT_TEMPERATURE
     top_p: float = DEFAULT_TOP_P
     stop: list[str] = field(default_factory=list)
@@ -86,6 +89,9 @@ class GenerationRequest:
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit
+    # How long a local model stays loaded after this request, in seconds (math.inf: forever; 0: unload once
+    # answered); None: the model's own keep-alive.
+    keep_alive: float | None = None
     # Who asked and how urgently: a local engine shares its slots fairly between callers, interactive work first.
     caller: str | None = None
     work_class: WorkClass = WorkClass.INTERACTIVE

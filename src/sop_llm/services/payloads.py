@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sop_llm.infra.units import parse_duration
 from sop_llm.providers.types import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_TEMPERATURE,
@@ -38,8 +39,20 @@ class GenerateBody(BaseModel):
     stop: list[str] = Field(default_factory=list, max_length=8)
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stream: bool = False
+    keep_alive: float | str | None = Field(
+        None,
+        description="local models: how long the model stays loaded after this request (seconds, or 5m, 1h; 0 "
+        "unloads it once answered; negative: forever); default: the model's own keep-alive",
+    )
     json_schema: dict[str, Any] | None = Field(None, description="constrain the answer to this JSON schema")
     fallbacks: list[str] | None = Field(None, description="models to try in order if this one fails")
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _duration(cls, value: float | str | None) -> float | str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
 
     @model_validator(mode="after")
     def _prompt_or_messages(self) -> GenerateBody:
@@ -52,6 +65,8 @@ class GenerateBody(BaseModel):
             messages=[ChatMessage(m.role, m.content) for m in self.messages] if self.messages else None,
             prompt=self.prompt,
             max_tokens=self.max_tokens,
+            max_tokens_asked="max_tokens" in self.model_fields_set,
+            keep_alive=None if self.keep_alive is None else parse_duration(self.keep_alive),
             temperature=self.temperature,
             top_p=self.top_p,
             stop=self.stop,

@@ -33,6 +33,7 @@ def _generation(body: MessagesRequest) -> GenerationRequest:
     return GenerationRequest(
         messages=chat_messages(body),
         max_tokens=body.max_tokens,
+        max_tokens_asked=True,
         temperature=body.temperature,
         top_p=body.top_p,
         top_k=body.top_k,
@@ -91,7 +92,7 @@ async def count_tokens(request: Request) -> Response:
         return json_response({"input_tokens": estimate_tokens(messages, tools)})
     gen = GenerationRequest(messages=messages, max_tokens=1, temperature=0, tools=tools, tool_choice=tool_choice)
     try:
-        return json_response({"input_tokens": len(await services.local.ready_provider(name).tokenize(gen))})
+        return json_response({"input_tokens": len(await (await services.local.ready_provider(name)).tokenize(gen))})
     except UnsupportedFeatureError:
         pass
     _, completion = await cancel_on_disconnect(request, services.router.generate_with_fallback(name, gen, []))

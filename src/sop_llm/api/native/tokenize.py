@@ -52,18 +52,18 @@ class DetokenizeBody(BaseModel):
     tokens: list[int] = Field(max_length=1_000_000, description="token ids of that model")
 
 
-def _local(services: Services, model: str | None) -> tuple[str, GenerationProvider]:
+async def _local(services: Services, model: str | None) -> tuple[str, GenerationProvider]:
     name = services.router.resolve(model)
     if name not in services.local:
         raise UnsupportedFeatureError(
             f"model '{name}' is remote: only local models tokenize here; ask its own server", param="model"
         )
-    return name, services.local.ready_provider(name)
+    return name, await services.local.ready_provider(name)
 
 
 @router.post("/tokenize")
 async def tokenize(body: TokenizeBody, services: ServicesDep) -> Response:
-    name, provider = _local(services, body.model)
+    name, provider = await _local(services, body.model)
     tokens = await provider.tokenize(body.request(), special=body.add_special_tokens)
     answer: dict[str, Any] = {
         "model": name,
@@ -76,5 +76,5 @@ async def tokenize(body: TokenizeBody, services: ServicesDep) -> Response:
 
 @router.post("/detokenize")
 async def detokenize(body: DetokenizeBody, services: ServicesDep) -> Response:
-    name, provider = _local(services, body.model)
+    name, provider = await _local(services, body.model)
     return json_response({"model": name, "prompt": await provider.detokenize(body.tokens)})

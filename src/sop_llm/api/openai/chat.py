@@ -29,6 +29,7 @@ def _chat_request(body: ChatCompletionRequest, default_max: int) -> GenerationRe
     return GenerationRequest(
         messages=[m.to_chat_message(i) for i, m in enumerate(body.messages)],
         max_tokens=body.token_limit(default_max),
+        max_tokens_asked=body.max_tokens is not None or body.max_completion_tokens is not None,
         temperature=body.temperature,
         top_p=body.top_p,
         stop=body.stops(),
@@ -141,6 +142,7 @@ async def completions(body: CompletionRequest, request: Request, services: Servi
         GenerationRequest(
             prompt=prompt,
             max_tokens=body.max_tokens or 16,
+            max_tokens_asked=body.max_tokens is not None,
             temperature=body.temperature,
             top_p=body.top_p,
             stop=body.stops(),

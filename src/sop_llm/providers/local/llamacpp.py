@@ -36,14 +36,15 @@ from loguru import logger
 
 from sop_llm.infra.errors import (
     BadRequestError,
-    ContextLengthExceededError,
     ProviderInitializationError,
     UnsupportedFeatureError,
 )
+from sop_llm.infra.gguf import gguf_parts, model_shape
 from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.local.batching.sampling import SamplingParams, sampling_settings
 from sop_llm.providers.local.batching.slots import Job
 from sop_llm.providers.local.batching.stats import SchedulerSnapshot
+from sop_llm.providers.local.context import answer_limit
 from sop_llm.providers.local.embedded import resolve_model_path
 from sop_llm.providers.local.threaded import Counters, ThreadStream
 from sop_llm.providers.local.tools import ToolPlan, parse_tool_call, plain_history, plan_tools
@@ -70,16 +71,12 @@ GRAMMAR_MAX_CHARS = 100_000
 BATCHED_SPARE_CTX = 256  # the context of the instance that only lends its weights and tokenizer to the scheduler
 MAX_DEFAULT_PARALLEL = 8  # on a CPU a step's time grows with its sequences: more slots add little throughput
 KV_SHARE_OF_MEMORY = 4  # the default slots' KV cache stays within 1/4 of the machine's memory
+RUNTIME_OVERHEAD = 64 * 2**20  # llama.cpp's compute and output buffers, beyond the weights and the KV cache
 
 
-def default_parallel(model: Any, context_length: int, memory_bytes: int) -> int:
+def default_parallel(kv_bytes_per_token: int, context_length: int, memory_bytes: int) -> int:
     """Slots for a model whose config names none: as many as fit in a quarter of memory, from 1 to 8."""
-    import llama_cpp
-
-    heads = max(1, llama_cpp.llama_model_n_head(model))
-    head_dim = llama_cpp.llama_model_n_embd(model) // heads
-    per_token = 2 * llama_cpp.llama_model_n_layer(model) * llama_cpp.llama_model_n_head_kv(model) * head_dim * 2
-    per_slot = max(1, per_token * context_length)  # f16 keys and values for every layer
+    per_slot = max(1, kv_bytes_per_token * context_length)
     return int(max(1, min(MAX_DEFAULT_PARALLEL, memory_bytes // KV_SHARE_OF_MEMORY // per_slot)))
 
 
@@ -135,6 +132,21 @@ class LlamaCppProvider(GenerationProvider):
                 self._pool.put_nowait(instance)
         self._formatter, self._eos_text = self._chat_formatter(self._instances[0])
 
+    def memory_estimate(self) -> int:
+        """The weights' files, the KV cache the slots (or instances) will hold, and llama.cpp's buffers."""
+        import psutil
+
+        path = resolve_model_path(self.model_config.model)
+        per_token = model_shape(path).kv_bytes_per_token()
+        weights = sum(part.stat().st_size for part in gguf_parts(path) if part.exists())
+        context = self.model_config.context_length
+        if self.model_config.scheduler == "batched":
+            slots = self.parallel or default_parallel(per_token, context, psutil.virtual_memory().total)
+            kv = per_token * (slots * context + BATCHED_SPARE_CTX)
+        else:  # the instances map the same weights file, each with its own KV cache
+            kv = per_token * context * self.model_config.instances
+        return weights + kv + RUNTIME_OVERHEAD
+
     def _threads(self) -> int:
         return int(self.model_config.options.get("n_threads") or os.cpu_count() or 1)
 
@@ -151,7 +163,8 @@ class LlamaCppProvider(GenerationProvider):
             import psutil
 
             memory = psutil.virtual_memory().total
-            self.parallel = default_parallel(instance.model, self.model_config.context_length, memory)
+            per_token = model_shape(instance.model_path).kv_bytes_per_token()
+            self.parallel = default_parallel(per_token, self.model_config.context_length, memory)
         shape = ContextShape(
             parallel=self.parallel,
             context_per_slot=self.model_config.context_length,
@@ -342,8 +355,7 @@ class LlamaCppProvider(GenerationProvider):
         per_token: bool,
     ) -> AsyncGenerator[Chunk, None]:
         tokens = self._instances[0].tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
-        n_ctx = self.model_config.context_length
-        self._check_length(tokens, n_ctx)
+        max_tokens = answer_limit(self.name, len(tokens), self.model_config.context_length, request)
         sampling = SamplingParams(
             temperature=request.temperature,
             top_p=request.top_p,
@@ -351,7 +363,6 @@ class LlamaCppProvider(GenerationProvider):
             grammar=(grammar._grammar, grammar._root) if grammar is not None else None,
             **sampling_settings(request),
         )
-        max_tokens = min(request.max_tokens, n_ctx - len(tokens))
         return scheduler.run(
             lambda emit: Job(
                 tokens,
@@ -376,14 +387,6 @@ class LlamaCppProvider(GenerationProvider):
                 f"logit_bias: token id {outside[0]} is outside model '{self.name}''s vocabulary of {vocabulary} "
                 "tokens; POST /tokenize gives a text's ids",
                 param="logit_bias",
-            )
-
-    def _check_length(self, tokens: list[int], n_ctx: int) -> None:
-        if len(tokens) >= n_ctx:
-            raise ContextLengthExceededError(
-                f"the prompt is {len(tokens)} tokens; model '{self.name}' has a context of {n_ctx} "
-                "tokens. Shorten the prompt",
-                param="messages",
             )
 
     def _render(self, request: GenerationRequest) -> tuple[str, list[str]]:
@@ -450,9 +453,7 @@ class LlamaCppProvider(GenerationProvider):
                 return cancel.is_set()
 
             tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
-            n_ctx = llama.n_ctx()
-            self._check_length(tokens, n_ctx)
-            max_tokens = min(request.max_tokens, n_ctx - len(tokens))
+            max_tokens = answer_limit(self.name, len(tokens), llama.n_ctx(), request)
             counters.add(generations=1)
             llama.reset()  # type: ignore[no-untyped-call]  # evaluate the whole prompt: see the module docstring
             text: list[str] = []

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sop_llm.infra.errors import (
     BadRequestError,
-    ContextLengthExceededError,
     ProviderInitializationError,
     UnsupportedFeatureError,
 )
 from sop_llm.providers.base import GenerationProvider
+from sop_llm.providers.local.context import answer_limit
 from sop_llm.providers.local.embedded import resolve_model_path
 from sop_llm.providers.local.hf_loading import model_construction
 from sop_llm.providers.local.threaded import Counters, ThreadStream
@@ -276,13 +276,7 @@ class TransformersProvider(GenerationProvider):
             model, tokenizer = instance.model, instance.tokenizer
             inputs = tokenizer(prompt, add_special_tokens=request.prompt is not None, return_tensors="pt")
             prompt_ids = inputs["input_ids"][0].tolist()
-            if len(prompt_ids) >= instance.max_positions:
-                raise ContextLengthExceededError(
-                    f"the prompt is {len(prompt_ids)} tokens; model '{self.name}' has a context of "
-                    f"{instance.max_positions} tokens. Shorten the prompt",
-                    param="prompt" if request.prompt is not None else "messages",
-                )
-            max_new = min(request.max_tokens, instance.max_positions - len(prompt_ids))
+            max_new = answer_limit(self.name, len(prompt_ids), instance.max_positions, request)
             on_text = (lambda text: emit(Chunk(text=text))) if per_token else None
             decoder = _Decoder(tokenizer, prompt_ids[-6:], list(request.stop), cancel, counters, on_text)
             sampling: dict[str, Any] = {"do_sample": False}

@@ -1,5 +1,6 @@
-"""Local model lifecycle and admission: background loading, per-model semaphore and wait-queue
-cap, memory guard, timeouts and cancellation around a provider's stream.
+"""Local model lifecycle and admission: loading (at startup, on request, or on demand with keep-alive and the
+memory budget: residency.py), per-model semaphore and wait-queue cap, memory guard, timeouts and cancellation
+around a provider's stream.
 
 A model on the batched scheduler (models.yaml `scheduler: batched`, the default for llamacpp) queues its requests
 itself: it has `parallel` slots, each with its own share of the KV cache, and gives them out by class and by caller
@@ -20,6 +21,7 @@ from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.types import AdmissionLimits, Chunk, Completion, GenerationRequest, WorkClass
 from sop_llm.services.local.load_state import LoadState, ModelState
 from sop_llm.services.local.memory_guard import check_memory
+from sop_llm.services.local.residency import Residency
 from sop_llm.services.priority import stamp
 
 if TYPE_CHECKING:
@@ -63,11 +65,30 @@ class LocalModels:
     def __init__(self, settings: Settings, providers: dict[str, GenerationProvider]) -> None:
         self._settings = settings
         self._models = {name: LocalModel.create(name, provider, settings) for name, provider in providers.items()}
+        self.residency = Residency(
+            settings,
+            providers,
+            {name: model.load_state for name, model in self._models.items()},
+            self.unload,
+        )
 
     def start(self) -> None:
+        self.residency.start()
         for name, model in self._models.items():
             if model.provider.model_config.load_on_startup:
                 self.load(name)
+
+    def add(self, name: str, provider: GenerationProvider) -> None:
+        """Serve `name` as well (a model registered while the service runs); it loads on its first request."""
+        model = LocalModel.create(name, provider, self._settings)
+        self._models[name] = model
+        self.residency.add(name, provider, model.load_state)
+
+    async def remove(self, name: str) -> None:
+        """Stop serving `name`: unload it (its running requests finish first) and forget it."""
+        await self.unload(name)
+        self._models.pop(name, None)
+        self.residency.remove(name)
 
     def __contains__(self, name: str) -> bool:
         return name in self._models
@@ -79,32 +100,32 @@ class LocalModels:
         return model
 
     def load(self, name: str) -> ModelState:
-        model = self._get(name)
-
-        async def load() -> None:
-            check_memory(self._settings.llm_memory_threshold)
-            await model.provider.load()
-
-        return model.load_state.start_load(load)
+        """Start loading `name` in the background, making room under the memory budget first."""
+        self._get(name)
+        return self.residency.load(name)
 
     async def unload(self, name: str) -> None:
         """Stop admitting, let running generations finish, then free the model."""
         model = self._get(name)
         await model.load_state.cancel_load()
         model.load_state.state = ModelState.UNLOADED
-        if model.semaphore is None:  # the provider lets running requests finish or fails them itself
-            await model.provider.aclose()
-            return
-        permits = model.permits
-        for _ in range(permits):
-            await model.semaphore.acquire()
         try:
-            await model.provider.aclose()
-        finally:
+            if model.semaphore is None:  # the provider lets running requests finish or fails them itself
+                await model.provider.aclose()
+                return
+            permits = model.permits
             for _ in range(permits):
-                model.semaphore.release()
+                await model.semaphore.acquire()
+            try:
+                await model.provider.aclose()
+            finally:
+                for _ in range(permits):
+                    model.semaphore.release()
+        finally:
+            self.residency.released(name)
 
     async def aclose(self) -> None:
+        await self.residency.aclose()
         for name in self._models:
             await self.unload(name)
 
@@ -114,14 +135,24 @@ class LocalModels:
     def default_names(self) -> list[str]:
         return [n for n, m in self._models.items() if m.provider.model_config.load_on_startup]
 
-    def ready_provider(self, name: str) -> GenerationProvider:
-        """The provider of a loaded model, for work that needs no generation slot (tokenizing)."""
+    async def ready_provider(self, name: str) -> GenerationProvider:
+        """The provider of a loaded model (loaded now if it is not), for work that needs no generation slot
+        (tokenizing)."""
         model = self._get(name)
-        model.load_state.require_ready()
+        self.residency.enter(name)
+        try:
+            await self.residency.ready(name)
+        finally:
+            self.residency.leave(name, None)
         return model.provider
 
     def state(self, name: str) -> ModelState:
         return self._get(name).load_state.state
+
+    def serving(self, name: str) -> bool:
+        """Loaded, or unloaded (idle past its keep-alive, to make room, or by an admin) and loading on its next
+        request; not while its first load runs or after a load failed."""
+        return self.state(name) in (ModelState.READY, ModelState.UNLOADED)
 
     def scheduler_snapshots(self) -> dict[str, SchedulerSnapshot]:
         """The batched schedulers' state, by model (models on the serial scheduler have none)."""
@@ -136,6 +167,7 @@ class LocalModels:
         return {
             **scheduler,
             **model.load_state.describe(),
+            **self.residency.describe(name),
             "stats": {
                 "active": a.active,
                 "waiting": a.waiting,
@@ -148,20 +180,26 @@ class LocalModels:
         }
 
     @asynccontextmanager
-    async def _admit(self, name: str) -> AsyncIterator[GenerationProvider]:
+    async def _admit(self, name: str, keep_alive: float | None) -> AsyncIterator[GenerationProvider]:
+        """Admit a request: load the model if needed, wait for a slot, count it while it runs. `keep_alive`: the
+        request's own, in seconds, if it gave one."""
         model = self._get(name)
         check_memory(self._settings.llm_memory_threshold)
-        model.load_state.require_ready()
-        if model.semaphore is None:  # the provider queues and admits the request itself
-            with _counted(model.admission):
-                yield model.provider
-            return
-        await self._wait_for_slot(name, model, model.semaphore)
+        self.residency.enter(name)
         try:
-            with _counted(model.admission):
-                yield model.provider
+            await self.residency.ready(name)
+            if model.semaphore is None:  # the provider queues and admits the request itself
+                with _counted(model.admission):
+                    yield model.provider
+                return
+            await self._wait_for_slot(name, model, model.semaphore)
+            try:
+                with _counted(model.admission):
+                    yield model.provider
+            finally:
+                model.semaphore.release()
         finally:
-            model.semaphore.release()
+            self.residency.leave(name, keep_alive)
 
     async def _wait_for_slot(self, name: str, model: LocalModel, semaphore: asyncio.Semaphore) -> None:
         a = model.admission
@@ -188,7 +226,7 @@ class LocalModels:
     async def generate_admitted(self, name: str, request: GenerationRequest) -> Completion:
         """Wait for a slot (at most LLM_QUEUE_TIMEOUT), then generate (at most LLM_REQUEST_TIMEOUT)."""
         stamp(request)
-        async with self._admit(name) as provider:
+        async with self._admit(name, request.keep_alive) as provider:
             try:
                 async with asyncio.timeout(self._settings.llm_request_timeout):
                     return await provider.generate(request)
@@ -199,7 +237,7 @@ class LocalModels:
         # A stream is primed in one task and drained in another, so the deadline is applied per chunk
         # (a timeout context is bound to the task that enters it). It starts once the stream is admitted.
         stamp(request)
-        admission = self._admit(name)
+        admission = self._admit(name, request.keep_alive)
         provider = await admission.__aenter__()
         deadline = asyncio.get_running_loop().time() + self._settings.llm_request_timeout
         chunks = provider.stream(request)

@@ -63,7 +63,7 @@ class Reranker:
     async def rerank(self, model_name: str | None, query: str, documents: list[str], top_n: int | None) -> Ranking:
         model = self._embeddings.get(self.resolve(model_name))
         self._check(query, documents, top_n)
-        model.load_state.require_ready()
+        await self._embeddings.ready(model)
         if isinstance(model.provider, RerankProvider):
             scores, tokens = await self._cross_encode(model, model.provider, query, documents)
         else:

@@ -19,6 +19,7 @@ def generation_request(
     return GenerationRequest(
         messages=chat_messages(body.instructions, items, first_input),
         max_tokens=body.max_output_tokens or default_max,
+        max_tokens_asked=body.max_output_tokens is not None,
         temperature=body.temperature,
         top_p=body.top_p,
         json_mode=body.text_format().to_json_mode(),
