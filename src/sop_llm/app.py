@@ -27,10 +27,15 @@ from sop_llm.api.native import json_fix as native_json
 from sop_llm.api.native import models as native_models
 from sop_llm.api.native import monitoring as native_monitoring
 from sop_llm.api.native import providers as native_providers
+from sop_llm.api.native import pull as native_pull
 from sop_llm.api.native import rerank as native_rerank
 from sop_llm.api.native import tasks as native_tasks
 from sop_llm.api.native import tokenize as native_tokenize
 from sop_llm.api.native import usage as native_usage
+from sop_llm.api.ollama import embeddings as ollama_embeddings
+from sop_llm.api.ollama import generation as ollama_generation
+from sop_llm.api.ollama import models as ollama_models
+from sop_llm.api.ollama import pull as ollama_pull
 from sop_llm.api.openai import chat as openai_chat
 from sop_llm.api.openai import embeddings as openai_embeddings
 from sop_llm.api.openai import models as openai_models
@@ -128,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     native = (
         native_health,
         native_models,
+        native_pull,
         native_embeddings,
         native_rerank,
         native_providers,
@@ -145,6 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (openai_chat, openai_embeddings, openai_models, openai_responses, openai_files, openai_batches):
         app.include_router(module.router, prefix="/v1")
     app.include_router(anthropic_messages.router, prefix="/v1")
+    for module in (ollama_models, ollama_generation, ollama_embeddings, ollama_pull):
+        app.include_router(module.router, prefix="/api")  # Ollama's paths
     app.include_router(native_rerank.router, prefix="/v1")  # where Cohere / Jina clients look for it
     app.include_router(native_tokenize.router)  # where vLLM and llama.cpp's server have it
     app.hot_paths = HotPaths(

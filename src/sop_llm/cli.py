@@ -1,5 +1,5 @@
 """`sop-llm` command line: `serve` runs the API server, `worker` a background-task worker, `db upgrade` migrates,
-`batches` submits and follows batches on a running server."""
+`batches` submits and follows batches on a running server, `models pull | ls | rm` pulls models from a hub."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from sop_llm import batch_cli
+from sop_llm import batch_cli, models_cli
 from sop_llm.infra.model_config import ConfigError
 from sop_llm.infra.settings import Settings
 
@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser("check", help="load the startup models (with progress) and try each once").set_defaults(
         func=_models_check
     )
+    models_cli.add_parsers(models)
     batch_cli.add_parser(commands)
     db = commands.add_parser("db", help="task database").add_subparsers(dest="db_command", required=True)
     db_upgrade = db.add_parser("upgrade", help="apply migrations (DATABASE_URL)")

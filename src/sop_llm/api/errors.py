@@ -1,5 +1,5 @@
-"""Turn the error tree into HTTP bodies: Anthropic's shape under /v1/messages, OpenAI's elsewhere under /v1, the
-native shape everywhere else."""
+"""Turn the error tree into HTTP bodies: Anthropic's shape under /v1/messages, OpenAI's elsewhere under /v1,
+Ollama's under /api (outside /api/v1), the native shape everywhere else."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from sop_llm.api.anthropic.errors import anthropic_error_response, is_anthropic_path
 from sop_llm.api.disconnect import ClientDisconnected
+from sop_llm.api.ollama.errors import is_ollama_path, ollama_error_response
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import AppError, BadRequestError, RequestValidationFailed
 from sop_llm.infra.trace import current_trace_id
@@ -67,6 +68,8 @@ def error_response(request: Request, exc: AppError) -> Response:
         if exc.status_code in (400, 404, 413, 422):
             headers["x-should-retry"] = "false"
         return json_response(openai_body(exc), exc.status_code, headers)
+    if is_ollama_path(request.url.path):
+        return ollama_error_response(exc, headers)
     return json_response(native_body(exc), exc.status_code, headers)
 
 

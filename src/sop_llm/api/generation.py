@@ -27,6 +27,7 @@ async def _reserve_for(
     request: Request, services: Services, model: str | None, gen: GenerationRequest
 ) -> Reservation | None:
     priority.caller.set(caller_key(request.scope))  # the local engine shares its slots fairly between callers
+    await services.catalog.ensure(model)  # a model pulled by another process is served from its first request
     prompt = estimate_tokens(gen.prompt_chars())
     want = prompt + gen.max_tokens
     reservation = await reserve_tokens(request, services, services.router.resolve(model), want, least=prompt + 1)

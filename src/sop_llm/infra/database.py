@@ -12,9 +12,14 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
 
 from sop_llm.infra.errors import ServiceUnavailableError
 from sop_llm.infra.settings import Settings
+
+
+class Base(DeclarativeBase):
+    """What every table's model derives from; the tables themselves are created by the migrations."""
 
 
 def create_engine(settings: Settings) -> AsyncEngine:

@@ -4,10 +4,15 @@
     ├── BadRequestError                  400  (invalid_request)
     │   ├── PromptTooLongError           400  (prompt_too_long)
     │   ├── ContextLengthExceededError   400  (context_length_exceeded)
-    │   └── UnsupportedFeatureError      400  (unsupported_feature)
+    │   ├── UnsupportedFeatureError      400  (unsupported_feature)
+    │   ├── ModelTooLargeError           400  (model_too_large)
+    │   ├── ModelChoiceError             400  (invalid_model_choice)
+    │   └── UnsupportedModelError        400  (unsupported_model)
     ├── RequestValidationFailed          422  (validation_error)
     ├── NotFoundError                    404
-    │   └── ModelNotFoundError           404  (model_not_found)
+    │   ├── ModelNotFoundError           404  (model_not_found)
+    │   └── HubRepoNotFoundError         404  (repository_not_found)
+    ├── ConflictError                    409  (conflict)
     ├── ModelNotLoadedError              503  (model_not_loaded)                    retryable
     ├── MemoryExceededError              503  (memory_exceeded)                     retryable
     ├── OverloadedError                  429  (overloaded)                          retryable
@@ -22,6 +27,9 @@
     │   ├── ProviderBadRequestError      400  (provider_bad_request)
     │   └── CircuitOpenError             503  (circuit_open)                        retryable
     ├── JSONFixFailedError               422  (json_fix_failed)
+    ├── DownloadError                    502  (download_failed)
+    │   └── ChecksumMismatchError        502  (checksum_mismatch)
+    ├── InsufficientStorageError         507  (insufficient_storage)
     └── ServiceUnavailableError          503  (service_unavailable)
 
 `retryable` errors let ModelRouter retry or fall back to the next deployment; the others are returned as they are.
@@ -75,6 +83,25 @@ class UnsupportedFeatureError(BadRequestError):
     error_code = "unsupported_feature"
 
 
+class ModelTooLargeError(BadRequestError):
+    """The model would need more memory than MODEL_MEMORY_BUDGET allows even with every other model unloaded."""
+
+    error_code = "model_too_large"
+
+
+class ModelChoiceError(BadRequestError):
+    """A pull names no model of the repository, or more than one: `details["choices"]` lists what it holds."""
+
+    error_code = "invalid_model_choice"
+    openai_details = ("choices",)
+
+
+class UnsupportedModelError(BadRequestError):
+    """A hub repository holds nothing this service can serve (no GGUF, sentence-transformers or cross-encoder)."""
+
+    error_code = "unsupported_model"
+
+
 class PayloadTooLargeError(AppError):
     status_code = 413
     error_code = "payload_too_large"
@@ -107,6 +134,18 @@ class NotFoundError(AppError):
 
 class ModelNotFoundError(NotFoundError):
     error_code = "model_not_found"
+
+
+class HubRepoNotFoundError(NotFoundError):
+    """The model hub has no repository of that name (or hides a private one from us)."""
+
+    error_code = "repository_not_found"
+
+
+class ConflictError(AppError):
+    status_code = 409
+    error_code = "conflict"
+    openai_type = "invalid_request_error"
 
 
 class ModelNotLoadedError(AppError):
@@ -214,6 +253,26 @@ class JSONFixFailedError(AppError):
     error_code = "json_fix_failed"
     openai_type = "invalid_request_error"
     openai_details = ("attempts",)
+
+
+class DownloadError(AppError):
+    """Fetching a model from the hub failed: the hub answered with an error or the connection kept breaking."""
+
+    status_code = 502
+    error_code = "download_failed"
+    openai_type = "server_error"
+
+
+class ChecksumMismatchError(DownloadError):
+    """A downloaded file's bytes do not hash to what the hub says they are; the file was deleted."""
+
+    error_code = "checksum_mismatch"
+
+
+class InsufficientStorageError(AppError):
+    status_code = 507
+    error_code = "insufficient_storage"
+    openai_type = "server_error"
 
 
 class ServiceUnavailableError(AppError):

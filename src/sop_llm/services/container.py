@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sop_llm.infra.cache import Cache, MemoryCache
@@ -27,6 +28,10 @@ from sop_llm.services.files.service import FileService
 from sop_llm.services.files.store import LocalFileStore
 from sop_llm.services.limits.rate_limit import RateLimiter
 from sop_llm.services.local.manager import LocalModels
+from sop_llm.services.models.catalog import PulledCatalog
+from sop_llm.services.models.hub import Hub
+from sop_llm.services.models.puller import ModelPuller
+from sop_llm.services.models.repository import PulledModels
 from sop_llm.services.monitoring.collector import Monitor
 from sop_llm.services.monitoring.metrics import Metrics
 from sop_llm.services.rerank.reranker import Reranker
@@ -68,12 +73,18 @@ class Services:
     files: FileService
     batches: BatchService
     chunks: BatchChunks
+    catalog: PulledCatalog
+    puller: ModelPuller
     started_at: float = field(default_factory=time.time)
     _settling: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open remote clients, begin loading the startup models in the background, start the task runner (which
         finds work in the database on its own when there is no broker)."""
+        try:
+            await self.catalog.refresh()
+        except Exception as exc:  # a database that does not answer must not keep the configured models down
+            logger.error("pulled models are not served until the registry can be read: {}", exc)
         self.local.start()
         self.embeddings.start()
         await self.deployments.start()
@@ -118,11 +129,15 @@ class Services:
         await self.cache.aclose()
 
     def ready(self) -> tuple[bool, dict[str, str]]:
-        states = {name: self.local.state(name).value for name in self.local.default_names()}
+        """Whether the startup models serve, with each one's state. An unloaded local model still serves: it loads
+        again on its next request."""
+        serving = {name: self.local.serving(name) for name in self.local.default_names()}
+        states = {name: self.local.state(name).value for name in serving}
         for entry in self.embeddings.describe():
             if entry["name"] in self.embeddings.default_names():
                 states[entry["name"]] = entry["state"]
-        return all(state == "ready" for state in states.values()), states
+                serving[entry["name"]] = entry["state"] == "ready"
+        return all(serving.values()), states
 
 
 def config_environment(env_file: str = ".env") -> dict[str, str]:
@@ -154,6 +169,7 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
     embeddings = EmbeddingManager(settings, config, cache)
     database = create_engine(settings)
     sessions = session_factory(database)
+    pulled = PulledModels(sessions, Hub(endpoint=settings.hf_endpoint, cache_dir=settings.hf_hub_cache))
     repository = TaskRepository(sessions, webhook_grace_s=settings.tasks_lease_seconds)
     dispatch = BrokerDispatch(make_broker(settings), settings.tasks_stream) if settings.broker_url else None
     usage = UsageMeter(database, sessions, settings.usage_flush_seconds)
@@ -195,4 +211,6 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
             settings, batch_repository, files, chunk_queue, runner.cancel if runner is not None else None
         ),
         chunks=chunks,
+        catalog=PulledCatalog(config, pulled, router, local, deployments, embeddings, metrics),
+        puller=ModelPuller(pulled),
     )

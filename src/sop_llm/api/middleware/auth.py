@@ -1,4 +1,5 @@
-"""Authentication on every route but liveness, readiness, the API docs and the dashboard page: the principal lands
+"""Authentication on every route but liveness, readiness, Ollama's version route, the API docs and the dashboard
+page: the principal lands
 in `request.state.principal`; a missing or bad credential is a 401 in the surface's error shape (a WebSocket is
 closed with 4401, or 4403 without the admin scope). `/metrics` and the monitoring feed need the admin scope unless
 METRICS_PUBLIC makes them public."""
@@ -13,11 +14,13 @@ from sop_llm.infra.errors import AppError, AuthenticationError, ForbiddenError
 from sop_llm.services.auth.authenticator import Authenticator
 from sop_llm.services.auth.principal import ANONYMOUS, Principal
 
-# Liveness, readiness, the API docs and the dashboard page (static: its data comes over the WebSocket) are public.
+# Liveness, readiness, Ollama's version check (what its clients probe a server with), the API docs and the
+# dashboard page (static: its data comes over the WebSocket) are public.
 PUBLIC_PATHS = frozenset(
     {
         "/api/v1/health",
         "/api/v1/health/ready",
+        "/api/version",
         "/docs",
         "/docs/oauth2-redirect",
         "/openapi.json",

@@ -15,6 +15,8 @@ from sop_llm.api.errors import error_response, internal_error
 from sop_llm.infra.trace import set_trace_id, trace_id_from_headers
 from sop_llm.services.monitoring.metrics import Metrics, start_request
 
+_STREAMED = (b"text/event-stream", b"application/x-ndjson")  # SSE, and Ollama's streams
+
 
 class TraceMiddleware:
     """Also measures every HTTP request for /metrics: route template, status, latency, and gateway overhead."""
@@ -47,7 +49,7 @@ class TraceMiddleware:
                 started = True
                 status = message["status"]
                 headers = message.get("headers", ())
-                streamed = any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers)
+                streamed = any(n == b"content-type" and v.startswith(_STREAMED) for n, v in headers)
                 message["headers"] = [*headers, header]
             await send(message)
 

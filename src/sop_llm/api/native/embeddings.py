@@ -14,6 +14,7 @@ router = APIRouter(tags=["embeddings"])
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingsBody, request: Request, services: ServicesDep) -> Response:
     manager = services.embeddings
+    await services.catalog.ensure(body.model)
     async with metered(request, services, manager.get(body.model).name, sum(map(len, body.texts))) as charge:
         result = await manager.embed(body.model, body.texts, body.input_type)
         charge.model, charge.tokens = result.model, result.tokens

@@ -54,6 +54,7 @@ class RerankBody(BaseModel):
 @router.post("/rerank")
 async def rerank(body: RerankBody, request: Request, services: ServicesDep) -> Response:
     documents = body.texts()
+    await services.catalog.ensure(body.model)
     model = services.rerank.resolve(body.model)
     pair_chars = len(body.query) * len(documents) + sum(map(len, documents))
     async with metered(request, services, model, pair_chars) as charge:

@@ -23,6 +23,7 @@ async def embeddings(request: Request) -> Response:
     body = await parse_body(request, EmbeddingRequest)
     services = services_of(request)
     manager = services.embeddings
+    await services.catalog.ensure(body.model)
     model = manager.get(body.model)
     texts = body.texts()
     async with metered(request, services, model.name, sum(map(len, texts))) as charge:

@@ -61,19 +61,32 @@ class EmbeddingManager:
         self._cache = cache
         self._models: dict[str, EmbeddingModel] = {}
         self._aliases: dict[str, str] = {}
+        self._providers = config.providers
         for name, model_config in config.embeddings.items():
-            provider_config = config.providers[model_config.provider]
-            try:
-                cls = rerank_provider(provider_config.type, model_config.backend) or embedding_provider(
-                    provider_config.type, model_config.backend
-                )
-            except ProviderNotFoundError as exc:
-                where = f"{settings.config_dir / 'embeddings.yaml'}: embeddings.{name}.backend"
-                raise ConfigError(f"{where}: {exc.message}") from exc
-            self._models[name] = EmbeddingModel(name, model_config, cls(name, model_config, provider_config))
-            self._aliases[name] = name
-            for alias in model_config.aliases:
-                self._aliases[alias] = name
+            self.add(name, model_config)
+
+    def add(self, name: str, model_config: EmbeddingModelConfig) -> None:
+        """Serve `name` (from embeddings.yaml, or registered while the service runs: it then loads on its first
+        request). Configured names and aliases keep theirs."""
+        provider_config = self._providers[model_config.provider]
+        try:
+            cls = rerank_provider(provider_config.type, model_config.backend) or embedding_provider(
+                provider_config.type, model_config.backend
+            )
+        except ProviderNotFoundError as exc:
+            where = f"{self._settings.config_dir / 'embeddings.yaml'}: embeddings.{name}.backend"
+            raise ConfigError(f"{where}: {exc.message}") from exc
+        self._models[name] = EmbeddingModel(name, model_config, cls(name, model_config, provider_config))
+        for label in (name, *model_config.aliases):
+            self._aliases.setdefault(label, name)
+
+    async def remove(self, name: str) -> None:
+        """Stop serving `name`: unload it and forget it and its aliases."""
+        await self.unload(name)
+        model = self._models.pop(name)
+        model.executor.shutdown(wait=False, cancel_futures=True)
+        for label in [label for label, canonical in self._aliases.items() if canonical == name]:
+            del self._aliases[label]
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -166,6 +179,14 @@ class EmbeddingManager:
             described.append(entry)
         return described
 
+    async def ready(self, model: EmbeddingModel) -> None:
+        """Return once `model` is loaded: an unloaded one loads now (concurrent requests share the load), waited
+        for at most MODEL_LOAD_TIMEOUT."""
+        if model.load_state.state is ModelState.UNLOADED:
+            self.load(model.name)
+        await model.load_state.wait(self._settings.model_load_timeout)
+        model.load_state.require_ready()
+
     # -- encoding --------------------------------------------------------------------------------------
     async def embed(self, model_name: str | None, texts: list[str], input_type: InputType | None = None) -> Embeddings:
         model = self.get(model_name)
@@ -175,7 +196,7 @@ class EmbeddingManager:
                 "and produces no embeddings; name an embedding model",
                 param="model",
             )
-        model.load_state.require_ready()
+        await self.ready(model)
         if not texts:
             raise BadRequestError("input must contain at least one text", param="input")
         if len(texts) > self._settings.embedding_max_inputs:

@@ -77,6 +77,10 @@ class Metrics(Collector):
     def model_label(self, name: str) -> str:
         return name if name in self._models else "other"
 
+    def add_model(self, name: str) -> None:
+        """Label `name`'s figures with its name (a model registered while the service runs)."""
+        self._models = self._models | {name}
+
     def observe_request(self, route: str, method: str, status: int, seconds: float, upstream: float | None) -> None:
         self._requests[(route, method, status)] += 1
         histogram = self._latency.get(route)

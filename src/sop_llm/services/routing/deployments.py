@@ -75,6 +75,17 @@ class Deployments:
 
             self._shared = SharedCircuits(settings.redis_url, settings.redis_timeout)
 
+    def add(self, name: str, provider: GenerationProvider) -> None:
+        """A local model registered while the service runs (it needs no client to open)."""
+        self.deployments[name] = Deployment(
+            name,
+            provider,
+            CircuitBreaker(self._settings.circuit_failure_threshold, self._settings.circuit_cooldown_seconds),
+        )
+
+    def remove(self, name: str) -> None:
+        self.deployments.pop(name, None)
+
     async def start(self) -> None:
         for deployment in self.deployments.values():
             if deployment.provider.local:

@@ -25,7 +25,7 @@ from sop_llm.infra.errors import (
     ProviderError,
     UnsupportedFeatureError,
 )
-from sop_llm.infra.model_config import ServiceConfig
+from sop_llm.infra.model_config import ModelConfig, ServiceConfig
 from sop_llm.infra.settings import Settings
 from sop_llm.providers.types import Capability, Chunk, Completion, GenerationRequest
 from sop_llm.services.local.manager import LocalModels
@@ -62,6 +62,18 @@ class ModelRouter:
             self._aliases[name] = name
             for alias in model.aliases:
                 self._aliases[alias] = name
+
+    def add(self, name: str, model: ModelConfig) -> None:
+        """Route `name` and its aliases as well (a model registered while the service runs; its deployment is
+        added to Deployments first). Configured names and aliases keep theirs."""
+        self._config.models[name] = model
+        for label in (name, *model.aliases):
+            self._aliases.setdefault(label, name)
+
+    def remove(self, name: str) -> None:
+        self._config.models.pop(name, None)
+        for label in [label for label, canonical in self._aliases.items() if canonical == name]:
+            del self._aliases[label]
 
     @property
     def default_max_tokens(self) -> int:

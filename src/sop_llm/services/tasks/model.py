@@ -7,11 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Index, Integer, String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-
-class Base(DeclarativeBase):
-    pass
+from sop_llm.infra.database import Base as Base  # the one declarative base, re-exported for the other tables
 
 
 class TaskStatus(enum.StrEnum):
