@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import batches, batching, embeddings, fairness, gateway, generation, structured, tasks
+from bench import batches, batching, cold_load, embeddings, fairness, gateway, generation, pull, structured, tasks
 from bench.service import Service
 
 PHASES = [
@@ -22,6 +22,8 @@ PHASES = [
     "fairness",
     "tasks",
     "batching",
+    "pull",
+    "cold load",
 ]
 
 
@@ -95,7 +97,6 @@ def main() -> None:
     results["tasks"] = queue
     many_users = batching.run()
     step("batching")
-    progress.close()
     results["batching"] = many_users
     print(
         "tasks (PostgreSQL + Redis Streams, 2 workers): "
@@ -106,6 +107,13 @@ def main() -> None:
         )
     )
     print(batching.summary(many_users))
+    results["pull"] = pulled = pull.run()
+    step("pull")
+    print(pull.summary(pulled))
+    results["cold_load"] = cold = cold_load.run()
+    step("cold load")
+    print(cold_load.summary(cold))
+    progress.close()
     out = Path("bench/results/latest.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
