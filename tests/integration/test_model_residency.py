@@ -17,8 +17,6 @@ import psutil
 import pytest
 import yaml
 
-from sop_llm.infra.model_config import ModelConfig, ProviderConfig
-from sop_llm.providers.local.llamacpp import LlamaCppProvider
 from tests.live_server import LiveServer, make_settings, smollm2_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.api]
@@ -35,10 +33,15 @@ def _three_models(folder: Path, **fields: Any) -> Path:
     return folder
 
 
-def _estimate() -> int:
-    """What the service estimates one of the three will take (the same code, before any load)."""
-    model = ModelConfig(provider="llamacpp", model="embedded:smollm2-135m-instruct", **FIELDS)
-    return LlamaCppProvider("probe", model, ProviderConfig(type="llamacpp")).memory_estimate()
+def _held_by_one(serve: Any) -> int:
+    """What one of the three counts against the budget once loaded (the larger of its estimate and the growth
+    measured across its load, which depends on the machine), from a server of its own."""
+    probe = serve()
+    assert _ask(probe, "alpha").status_code == 200
+    held: int = _models(probe)["alpha"]["memory"]["held_bytes"]
+    assert held > 0
+    probe.stop()
+    return held
 
 
 def _models(server: LiveServer) -> dict[str, dict[str, Any]]:
@@ -104,8 +107,7 @@ def test_keep_alive_zero_unloads_after_the_answer(serve: Any) -> None:
 
 
 def test_a_budget_for_two_never_holds_three_and_never_unloads_a_busy_model(serve: Any) -> None:
-    one = _estimate()
-    budget = int(one * 2.5)
+    budget = int(_held_by_one(serve) * 2.5)
     server = serve(MODEL_MEMORY_BUDGET=str(budget))
     process = psutil.Process()
     baseline = process.memory_info().rss
