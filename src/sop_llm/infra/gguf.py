@@ -110,6 +110,7 @@ class GGUFShape:
     heads: int
     kv_heads: int
     chat_template: str | None
+    vocabulary: int = 0  # tokens in the vocabulary (0: the header does not say)
 
     def kv_bytes_per_token(self) -> int:
         """f16 keys and values for every layer, as llama.cpp allocates its KV cache by default."""
@@ -128,6 +129,7 @@ def model_shape(path: str | Path) -> GGUFShape:
     heads = number("attention.head_count", 1)
     context = number("context_length")
     template = meta.get("tokenizer.chat_template")
+    tokens = meta.get("tokenizer.ggml.tokens")
     return GGUFShape(
         architecture=arch,
         context_length=context or None,
@@ -136,6 +138,7 @@ def model_shape(path: str | Path) -> GGUFShape:
         heads=heads,
         kv_heads=number("attention.head_count_kv", heads),
         chat_template=template if isinstance(template, str) else None,
+        vocabulary=number("vocab_size") or (tokens.count if isinstance(tokens, GGUFArray) else 0),
     )
 
 

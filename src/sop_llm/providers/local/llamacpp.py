@@ -69,9 +69,10 @@ if TYPE_CHECKING:
 
 GRAMMAR_MAX_CHARS = 100_000
 BATCHED_SPARE_CTX = 256  # the context of the instance that only lends its weights and tokenizer to the scheduler
+BATCHED_SPARE_BATCH = 8  # and its batch: it never decodes, so its compute buffer is kept small
 MAX_DEFAULT_PARALLEL = 8  # on a CPU a step's time grows with its sequences: more slots add little throughput
 KV_SHARE_OF_MEMORY = 4  # the default slots' KV cache stays within 1/4 of the machine's memory
-RUNTIME_OVERHEAD = 64 * 2**20  # llama.cpp's compute and output buffers, beyond the weights and the KV cache
+RUNTIME_OVERHEAD = 32 * 2**20  # llama.cpp's other buffers, beyond the weights, KV cache and compute buffers
 
 
 def default_parallel(kv_bytes_per_token: int, context_length: int, memory_bytes: int) -> int:
@@ -137,15 +138,19 @@ class LlamaCppProvider(GenerationProvider):
         import psutil
 
         path = resolve_model_path(self.model_config.model)
-        per_token = model_shape(path).kv_bytes_per_token()
+        shape = model_shape(path)
+        per_token = shape.kv_bytes_per_token()
         weights = sum(part.stat().st_size for part in gguf_parts(path) if part.exists())
         context = self.model_config.context_length
+        # A context's compute buffer is dominated by the logits of a full micro-batch (f32 over the vocabulary).
+        compute = min(int(self.model_config.options.get("n_batch", 512)), 512) * shape.vocabulary * 4
         if self.model_config.scheduler == "batched":
             slots = self.parallel or default_parallel(per_token, context, psutil.virtual_memory().total)
             kv = per_token * (slots * context + BATCHED_SPARE_CTX)
-        else:  # the instances map the same weights file, each with its own KV cache
+        else:  # the instances map the same weights file, each with its own KV cache and compute buffer
             kv = per_token * context * self.model_config.instances
-        return weights + kv + RUNTIME_OVERHEAD
+            compute *= self.model_config.instances
+        return weights + kv + compute + RUNTIME_OVERHEAD
 
     def _threads(self) -> int:
         return int(self.model_config.options.get("n_threads") or os.cpu_count() or 1)
@@ -153,7 +158,7 @@ class LlamaCppProvider(GenerationProvider):
     def _load_batched(self, path: str) -> None:
         """In the load thread, keeping what it made on self even if the load is cancelled meanwhile: `aclose`
         waits for this thread, then frees the scheduler before the weights it uses."""
-        instance = self._load_instance(path, BATCHED_SPARE_CTX)
+        instance = self._load_instance(path, BATCHED_SPARE_CTX, BATCHED_SPARE_BATCH)
         self._scheduler = self._start_scheduler(instance)
 
     def _start_scheduler(self, instance: Llama) -> BatchScheduler:
@@ -180,7 +185,7 @@ class LlamaCppProvider(GenerationProvider):
 
         return BatchScheduler(instance.model, shape, tokenize, self.counters, self.name)
 
-    def _load_instance(self, path: str, n_ctx: int) -> Llama:
+    def _load_instance(self, path: str, n_ctx: int, n_batch: int | None = None) -> Llama:
         from llama_cpp import Llama
 
         if not os.path.isfile(path):
@@ -198,7 +203,7 @@ class LlamaCppProvider(GenerationProvider):
                 # several processes on one machine then spin against each other in OpenMP barriers.
                 n_threads=threads,
                 n_threads_batch=threads,
-                n_batch=int(options.get("n_batch", 512)),
+                n_batch=n_batch or int(options.get("n_batch", 512)),
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
