@@ -2,15 +2,14 @@
 
 At startup every model in the registry is registered with the services that serve its kind (a GGUF with the local
 models, the deployments and the router; an embedding model or cross-encoder with the embedding manager); a pull
-through this process registers its model at once; a name nobody knows makes the catalog read the registry again
-(at most once a second), so a model pulled by `sop-llm models pull` — another process — is served by its next
+through this process registers its model at once; a name nobody knows makes the catalog look it up in the registry
+(one lookup by name), so a model pulled by `sop-llm models pull` — another process — is served by its next
 request. Models in models.yaml or embeddings.yaml keep their names: a pulled model whose name or alias is taken
 is not registered. Every registered model loads on its first request (local models' residency rules apply).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -27,8 +26,6 @@ from sop_llm.services.monitoring.metrics import Metrics
 from sop_llm.services.routing.deployments import Deployments
 from sop_llm.services.routing.router import ModelRouter
 
-REREAD_INTERVAL = 1.0  # seconds between registry reads caused by unknown names
-
 
 @dataclass
 class PulledCatalog:
@@ -40,11 +37,9 @@ class PulledCatalog:
     embeddings: EmbeddingManager
     metrics: Metrics
     served: dict[str, str] = field(default_factory=dict)  # name -> kind, of the pulled models registered here
-    _read_at: float = -REREAD_INTERVAL
 
     async def refresh(self) -> list[str]:
         """Register the registry's models not served yet; their names."""
-        self._read_at = time.monotonic()
         added = []
         for row in await self.registry.list():
             if row.name not in self.served and self.register(row):
@@ -54,9 +49,11 @@ class PulledCatalog:
     async def ensure(self, name: str | None) -> None:
         """Before a request names `name`: when no model answers to it, look in the registry again (a pull by
         another process)."""
-        if name is None or self._known(name) or time.monotonic() - self._read_at < REREAD_INTERVAL:
+        if name is None or self._known(name):
             return
-        await self.refresh()
+        row = await self.registry.find(name)
+        if row is not None and row.name not in self.served:
+            self.register(row)
 
     def _known(self, name: str) -> bool:
         try:
