@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +23,7 @@ from sop_llm.api.middleware.rate_limit import RateLimitMiddleware
 from sop_llm.api.middleware.trace import TraceMiddleware
 from sop_llm.api.middleware.usage import UsageMiddleware
 from sop_llm.api.native import admin as native_admin
+from sop_llm.api.native import config as native_config
 from sop_llm.api.native import embeddings as native_embeddings
 from sop_llm.api.native import health as native_health
 from sop_llm.api.native import json_fix as native_json
@@ -47,7 +50,7 @@ from sop_llm.infra.logging import setup_logging
 from sop_llm.infra.model_config import ConfigError
 from sop_llm.infra.settings import Settings
 from sop_llm.migrations import needs_upgrade, upgrade
-from sop_llm.services.container import build_services
+from sop_llm.services.container import Services, build_services
 
 
 class ServiceApp(FastAPI):
@@ -62,6 +65,28 @@ class ServiceApp(FastAPI):
             return
         scope["app"] = self
         await chain(scope, receive, send)
+
+
+def reload_on_hangup(services: Services) -> None:
+    """SIGHUP reloads the configuration files (in the process that serves; with SERVER_WORKERS > 1 the process
+    manager restarts its workers on SIGHUP instead)."""
+    loop = asyncio.get_running_loop()
+    reloading: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        try:
+            await services.reloader.reload()
+        except ConfigError as exc:
+            logger.error("SIGHUP: the configuration was not reloaded (nothing changed): {}", exc)
+
+    def on_hangup() -> None:
+        task = loop.create_task(reload(), name="config-reload")
+        reloading.add(task)
+        task.add_done_callback(reloading.discard)
+
+    # Not in the main thread (tests), or no SIGHUP on this system: the API and the CLI still reload.
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -80,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(upgrade, settings.database_url)
         services.serve_batches(InProcessCaller(services), finalize=True)
         await services.start()
+        reload_on_hangup(services)
         logger.info(
             "{} {} serving; loading models in the background: {}",
             settings.app_name,
@@ -118,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-API-Key"],
-            expose_headers=["X-Request-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"],
+            expose_headers=["X-Request-ID", "X-Served-By", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"],
         )
     app.add_middleware(
         BodyLimitMiddleware,
@@ -140,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         native_json,
         native_tasks,
         native_admin,
+        native_config,
         native_monitoring,
         native_usage,
         native_tokenize,

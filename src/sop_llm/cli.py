@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -143,6 +144,30 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_reload(args: argparse.Namespace) -> int:
+    """Ask the running service to read its configuration files again (admin key when auth is on)."""
+    import httpx
+
+    key = args.api_key or os.environ.get("SOP_LLM_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        answer = httpx.post(f"{args.url.rstrip('/')}/api/v1/config/reload", headers=headers, timeout=60)
+    except httpx.HTTPError as exc:
+        print(f"the service at {args.url} did not answer: {exc}", file=sys.stderr)
+        return 1
+    if answer.status_code != 200:
+        try:
+            message = answer.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = answer.text[:300]
+        print(f"reload refused ({answer.status_code}): {message}", file=sys.stderr)
+        return 1
+    for what, names in answer.json().items():
+        if names:
+            print(f"{what.replace('_', ' ')}: {', '.join(names)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sop-llm", description="SOP LLM Service")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -176,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models_cli.add_parsers(models)
     batch_cli.add_parser(commands)
+    config = commands.add_parser("config", help="the running service's configuration").add_subparsers(
+        dest="config_command", required=True
+    )
+    reload = config.add_parser("reload", help="read config/*.yaml again without a restart (remote models)")
+    reload.add_argument("--url", default=None, help="the service (default http://127.0.0.1:SERVER_PORT)")
+    reload.add_argument("--api-key", default=None, help="an admin API key (default: SOP_LLM_API_KEY)")
+    reload.set_defaults(func=_config_reload)
     db = commands.add_parser("db", help="task database").add_subparsers(dest="db_command", required=True)
     db_upgrade = db.add_parser("upgrade", help="apply migrations (DATABASE_URL)")
     db_upgrade.add_argument("revision", nargs="?", default="head")

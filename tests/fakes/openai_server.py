@@ -1,7 +1,8 @@
 """A scripted OpenAI-compatible upstream for fallback, retry, circuit and cancellation tests.
 
-The upstream model id picks the behaviour (`ok`, `fail-500`, `fail-429`, `slow`, `midstream`, ...); a test can
-also switch a model's behaviour at run time with `set_mode`. Every request is recorded. Runs an aiohttp server
+The upstream model id picks the behaviour (`ok`, `fail-500`, `fail-429`, `slow`, `sleep-<ms>`, `midstream`, ...); a
+test can also switch a model's behaviour at run time with `set_mode`. Every request is recorded, and the most
+requests it ever held at once (`peak`). Runs an aiohttp server
 on its own event loop in a thread, so it works beside the live service and synchronous tests.
 """
 
@@ -24,6 +25,8 @@ class FakeOpenAI:
         self.calls: Counter[tuple[str, str]] = Counter()  # (path, model) -> count
         self.aborted: Counter[str] = Counter()  # model -> requests whose client went away mid-answer
         self.modes: dict[str, str] = {}
+        self.in_flight = 0
+        self.peak = 0  # the most chat requests in flight at once
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-openai")
@@ -38,6 +41,10 @@ class FakeOpenAI:
 
     def count(self, model: str, path: str = "/v1/chat/completions") -> int:
         return self.calls[(path, model)]
+
+    def served(self) -> int:
+        """Chat requests received, whatever their model."""
+        return sum(count for (path, _), count in self.calls.items() if path == "/v1/chat/completions")
 
     def start(self) -> FakeOpenAI:
         self._thread.start()
@@ -65,10 +72,21 @@ class FakeOpenAI:
         return web.json_response({"object": "list", "data": [{"id": "ok", "object": "model", "owned_by": "fake"}]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         model = body["model"]
         self.calls[("/v1/chat/completions", model)] += 1
         mode = self.modes.get(model, model)
+        if mode.startswith("sleep-"):
+            await asyncio.sleep(int(mode.split("-")[1]) / 1000)
+            mode = "ok"
         if mode.startswith("fail-"):
             return _error(mode)
         if mode == "slow":

@@ -79,7 +79,15 @@ async def test_openai_stream_usage_chunk() -> None:
 
     frames = [f async for f in openai_events(chunks(), {}, lambda c: {"t": c.text if c else None}, True)]
     usage = orjson.loads(frames[-2].removeprefix(b"data: "))
-    assert usage == {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+    assert usage == {
+        "choices": [],
+        "usage": {
+            "prompt_tokens": 3,
+            "completion_tokens": 1,
+            "total_tokens": 4,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        },
+    }
 
 
 def _encode(texts: list[str]) -> tuple[np.ndarray, list[int]]:

@@ -36,9 +36,35 @@ class ProviderConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+Strategy = Literal["least_outstanding", "latency", "weighted", "prefix_affinity"]
+
+
+class DeploymentConfig(_Strict):
+    """One node serving a model: a remote provider entry, with this node's own URL, key and limits."""
+
+    provider: str = Field(description="an entry of providers.yaml of a remote type (openai, anthropic, ...)")
+    name: str | None = Field(None, description="default: <model>@<position>, counted from 1")
+    model: str | None = Field(None, description="the model id sent upstream; default: the model's `model`")
+    base_url: str | None = Field(None, description="default: the provider entry's")
+    api_key: SecretStr | None = Field(None, description="default: the provider entry's")
+    timeout: float | None = Field(None, gt=0, description="default: the provider entry's")
+    weight: float = Field(1.0, gt=0, description="share of the traffic (weighted) and tie-breaker (others)")
+    max_parallel: int | None = Field(None, ge=1, description="requests in flight on this node at most")
+    rpm: int | None = Field(None, ge=1, description="requests per minute on this node at most")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute on this node at most")
+
+
 class ModelConfig(_Strict):
     provider: str
     model: str = Field(description="provider-specific id: embedded:<name>, a local path, or a hub id")
+    deployments: list[DeploymentConfig] = Field(
+        default_factory=list,
+        description="several nodes serving this model; `provider` and `model` default to the first one's",
+    )
+    strategy: Strategy = Field(
+        "least_outstanding",
+        description="how a request picks one of the deployments: least_outstanding, latency, weighted, prefix_affinity",
+    )
     aliases: list[str] = Field(default_factory=list)
     fallbacks: list[str] = Field(default_factory=list, description="models tried in order when this one fails")
     load_on_startup: bool = True
@@ -67,6 +93,25 @@ class ModelConfig(_Strict):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_first_deployment(cls, data: Any) -> Any:
+        """A model defined by its deployments alone takes its provider and upstream id from the first one."""
+        if isinstance(data, dict) and isinstance(data.get("deployments"), list) and data["deployments"]:
+            first = data["deployments"][0]
+            if isinstance(first, dict):
+                data = {**data}
+                data.setdefault("provider", first.get("provider"))
+                data.setdefault("model", first.get("model") or first.get("provider"))
+        return data
+
+    @model_validator(mode="after")
+    def _named_once(self) -> ModelConfig:
+        names = [d.name for d in self.deployments if d.name]
+        if len(names) != len(set(names)):
+            raise ValueError(f"deployments: a name is used twice ({names})")
+        return self
 
 
 class EmbeddingModelConfig(_Strict):
@@ -164,7 +209,8 @@ def load_service_config(
         (embeddings_path, "embeddings", embeddings),
     ):
         for name, entry in entries.items():
-            if entry.provider not in providers:
+            # A model defined by its deployments takes its provider from them: they are checked one by one below.
+            if entry.provider not in providers and not getattr(entry, "deployments", None):
                 raise ConfigError(
                     f"{path}: {section}.{name}.provider: '{entry.provider}' is not defined in "
                     f"{providers_path} (defined: {sorted(providers)})"
@@ -174,6 +220,12 @@ def load_service_config(
                     raise ConfigError(f"{path}: {section}.{name}: name or alias '{label}' is used twice")
                 seen_names[label] = f"{section}.{name}"
     for name, entry in models.items():
+        for position, deployment in enumerate(entry.deployments):
+            if deployment.provider not in providers:
+                raise ConfigError(
+                    f"{models_path}: models.{name}.deployments.{position}.provider: '{deployment.provider}' is not "
+                    f"defined in {providers_path} (defined: {sorted(providers)})"
+                )
         for fallback in entry.fallbacks:
             if fallback not in models and fallback not in seen_names:
                 raise ConfigError(f"{models_path}: models.{name}.fallbacks: '{fallback}' is not a model in this file")

@@ -7,6 +7,7 @@ cleaned up or given an ACL by prefix: `sop-llm:*` is everything of ours.
 | `sop-llm:answer:<digest>` | one cached generation answer (caller, route and body hashed) |
 | `sop-llm:circuit:<deployment>` | when an opened circuit closes again, shared by replicas |
 | `sop-llm:rate:…` | rate-limit counters (the `limits` package appends its own parts) |
+| `sop-llm:node:<deployment>:…` | a deployment's requests in flight, of the last minute, tokens of this minute |
 | `sop-llm:budget:<caller>:<model>:<day or month>` | tokens used against a budget in that period |
 | `sop-llm:ticket:<digest>` | a single-use WebSocket ticket (30 s) |
 | `sop-llm:tasks` | the task stream (`TASKS_STREAM`), consumer group `sop-llm-workers` |
@@ -37,6 +38,11 @@ def answer_key(caller: str, path: str, body: str) -> str:
 
 def circuit_key(deployment: str) -> str:
     return CIRCUIT_PREFIX + deployment
+
+
+def node_key(deployment: str) -> str:
+    """The prefix of one deployment's limit counters."""
+    return f"{NAMESPACE}:node:{deployment}"
 
 
 def budget_key(subject: str, model: str, period_label: str) -> str:

@@ -106,6 +106,7 @@ class GenerationRequest:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, those taken from a cached prefix instead of evaluated
 
     @property
     def total_tokens(self) -> int:
@@ -117,6 +118,10 @@ class Usage:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
+
+    def as_openai_dict(self) -> dict[str, Any]:
+        """OpenAI's usage object, with the prompt tokens served from a cached prefix."""
+        return {**self.as_dict(), "prompt_tokens_details": {"cached_tokens": self.cached_tokens}}
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,7 @@ from sop_llm.infra.database import create_engine, session_factory
 from sop_llm.infra.gc_tuning import settle_after_startup
 from sop_llm.infra.model_config import ServiceConfig, load_service_config
 from sop_llm.infra.settings import Settings
-from sop_llm.providers.base import GenerationProvider
-from sop_llm.providers.registry import generation_provider, provider_types
+from sop_llm.providers.registry import provider_types
 from sop_llm.services.auth.authenticator import Authenticator
 from sop_llm.services.auth.keys import KeyStore
 from sop_llm.services.auth.tickets import Tickets
@@ -36,7 +35,9 @@ from sop_llm.services.monitoring.collector import Monitor
 from sop_llm.services.monitoring.metrics import Metrics
 from sop_llm.services.rerank.reranker import Reranker
 from sop_llm.services.responses.repository import ResponseStore
+from sop_llm.services.routing.build import plan_deployments
 from sop_llm.services.routing.deployments import Deployments
+from sop_llm.services.routing.reload import ConfigReloader
 from sop_llm.services.routing.router import ModelRouter
 from sop_llm.services.structured.fixer import JSONFixer
 from sop_llm.services.structured.output import StructuredOutput
@@ -75,6 +76,7 @@ class Services:
     chunks: BatchChunks
     catalog: PulledCatalog
     puller: ModelPuller
+    reloader: ConfigReloader
     started_at: float = field(default_factory=time.time)
     _settling: asyncio.Task[None] | None = None
 
@@ -123,6 +125,7 @@ class Services:
         await self.usage.aclose()  # the last counts, before the database goes
         await self.budgets.aclose()
         await self.database.dispose()
+        await self.reloader.aclose()
         await self.deployments.aclose()
         await self.embeddings.aclose()
         await self.local.aclose()
@@ -157,13 +160,10 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
         from sop_llm.infra.redis_cache import RedisCache
 
         cache = RedisCache(settings.redis_url, settings.cache_ttl_seconds, settings.redis_timeout)
-    providers: dict[str, GenerationProvider] = {}
-    for name, model in config.models.items():
-        provider_config = config.providers[model.provider]
-        providers[name] = generation_provider(provider_config.type)(name, model, provider_config)
-    local = LocalModels(settings, {name: p for name, p in providers.items() if p.local})
-    deployments = Deployments(settings, providers, local)
-    metrics = Metrics([*config.models, *config.embeddings])
+    planned = plan_deployments(config)
+    local = LocalModels(settings, {p.name: p.provider for p in planned if p.provider.local})
+    deployments = Deployments(settings, planned, {name: m.strategy for name, m in config.models.items()}, local)
+    metrics = Metrics([*config.models, *(p.name for p in planned), *config.embeddings])
     router = ModelRouter(settings, config, deployments, local, metrics)
     structured = StructuredOutput(router, JSONFixer(settings, router))
     embeddings = EmbeddingManager(settings, config, cache)
@@ -183,6 +183,7 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
         context = JobContext(router, structured, embeddings, chunks)
         runner = TaskRunner(settings, repository, context, dispatch, counted)
         chunk_queue.wake = runner.notify
+    catalog = PulledCatalog(config, pulled, router, local, deployments, embeddings, metrics)
     return Services(
         settings=settings,
         config=config,
@@ -211,6 +212,9 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
             settings, batch_repository, files, chunk_queue, runner.cancel if runner is not None else None
         ),
         chunks=chunks,
-        catalog=PulledCatalog(config, pulled, router, local, deployments, embeddings, metrics),
+        catalog=catalog,
         puller=ModelPuller(pulled),
+        reloader=ConfigReloader(
+            settings, config, deployments, router, metrics, config_environment, lambda: list(catalog.served)
+        ),
     )

@@ -1,4 +1,5 @@
-"""Trace context: take or make a trace id per request and return it as `X-Request-ID`.
+"""Trace context: take or make a trace id per request and return it as `X-Request-ID`; name the deployment that
+answered in `X-Served-By` when the model has several.
 
 It also answers unexpected exceptions itself (a 500 in the surface's error shape), so that response carries the
 header too: Starlette's own last-resort handler sits outside every user middleware.
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sop_llm.api.errors import error_response, internal_error
 from sop_llm.infra.trace import set_trace_id, trace_id_from_headers
 from sop_llm.services.monitoring.metrics import Metrics, start_request
+from sop_llm.services.routing import served
 
 _STREAMED = (b"text/event-stream", b"application/x-ndjson")  # SSE, and Ollama's streams
 
@@ -51,10 +53,13 @@ class TraceMiddleware:
                 headers = message.get("headers", ())
                 streamed = any(n == b"content-type" and v.startswith(_STREAMED) for n, v in headers)
                 message["headers"] = [*headers, header]
+                if served_by:
+                    message["headers"].append((b"x-served-by", served_by[-1].encode("latin-1")))
             await send(message)
 
         began = time.perf_counter()
         upstream = start_request()
+        served_by = served.start_request()
         self.metrics.active += 1
         try:
             await self.app(scope, receive, send_with_id)

@@ -75,11 +75,13 @@ def _choice(gen: GenerationRequest, index: int) -> GenerationRequest:
     return replace(gen, seed=seed)
 
 
-def _usage(completions: list[Completion], prompts: int = 1) -> dict[str, int]:
+def _usage(completions: list[Completion], prompts: int = 1) -> dict[str, Any]:
     """Each prompt once (as OpenAI counts it), every choice's tokens."""
     per_prompt = len(completions) // prompts
-    prompt_tokens = sum(c.usage.prompt_tokens for c in completions[::per_prompt])
-    return Usage(prompt_tokens, sum(c.usage.completion_tokens for c in completions)).as_dict()
+    firsts = completions[::per_prompt]
+    prompt_tokens = sum(c.usage.prompt_tokens for c in firsts)
+    cached = sum(c.usage.cached_tokens for c in firsts)
+    return Usage(prompt_tokens, sum(c.usage.completion_tokens for c in completions), cached).as_openai_dict()
 
 
 @router.post("/chat/completions", openapi_extra=documented_body(ChatCompletionRequest))

@@ -41,7 +41,7 @@ async def openai_events(
                     payload[JSON_VERDICT_FIELD] = chunk.json
                 yield sse_event(payload)
         if include_usage:
-            yield sse_event({**base, "choices": [], "usage": usage.as_dict() if usage else None})
+            yield sse_event({**base, "choices": [], "usage": usage.as_openai_dict() if usage else None})
     except AppError as exc:
         yield sse_event(openai_body(exc))
     except Exception as exc:  # a bug must still end the stream the way clients understand

@@ -249,7 +249,9 @@ def _usage(body: dict[str, Any]) -> Usage | None:
     usage = body.get("usage")
     if not usage:
         return None
-    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    details = usage.get("prompt_tokens_details") or {}
+    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), int(cached or 0))
 
 
 def _completion(name: str, body: dict[str, Any]) -> Completion:

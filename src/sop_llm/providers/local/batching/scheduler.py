@@ -306,6 +306,8 @@ class BatchScheduler:
             llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
             reused = 0
         slot.start(job, sampler, feed, reused)
+        if parked is None:
+            job.cached_tokens = reused
         self._peak_running = max(self._peak_running, sum(1 for s in self._slots if s.job is not None))
         if parked is not None:
             slot.resume(parked)
@@ -443,7 +445,7 @@ class BatchScheduler:
         assert job is not None
         text = slot.text.text
         completion_tokens = job.max_tokens if reason == "length" else len(self._tokenize(text))
-        usage = Usage(len(job.prompt), completion_tokens)
+        usage = Usage(len(job.prompt), completion_tokens, job.cached_tokens)
         if job.per_token:
             if tail:
                 job.emit(Chunk(text=tail, logprobs=slot.take_logprobs()))

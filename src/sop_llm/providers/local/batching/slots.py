@@ -36,6 +36,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     queued_at: float = 0.0  # monotonic seconds when it started waiting for a slot (the first time)
     parked: Parked | None = None  # set while preempted: where it was, to carry on from
+    cached_tokens: int = 0  # prompt tokens found in the slot's KV cache when it was first admitted
 
 
 class StopText:
