@@ -6,13 +6,20 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sop_llm.services.tasks.model import Base
+from sop_llm.infra.database import Base
+from sop_llm.migrations import models  # noqa: F401  (every table's model, into Base.metadata)
 
 target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    # Autogenerate compares types by default, server defaults only when asked (as the migrations-match-models test).
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        compare_server_default=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -44,9 +44,10 @@ class TaskRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Set when the task id was handed to the broker; NULL (or stale) pending rows are handed over again.
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    # The webhook outbox: due (and when) until a delivery succeeds; attempts bound the retries.
+    # The webhook outbox: due (and when) until a delivery succeeds; attempts bound the retries. The server default
+    # is migration 0002's, which gave the rows that existed then a value.
     webhook_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     webhook_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Why the last delivery failed, or why the webhook was refused and will not be sent; NULL once delivered.
     webhook_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
