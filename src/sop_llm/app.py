@@ -44,8 +44,8 @@ from sop_llm.api.openai import embeddings as openai_embeddings
 from sop_llm.api.openai import models as openai_models
 from sop_llm.api.openai.batches import files as openai_files
 from sop_llm.api.openai.batches import routes as openai_batches
-from sop_llm.api.openai.batches.lines import InProcessCaller
 from sop_llm.api.openai.responses import routes as openai_responses
+from sop_llm.batch_app import InProcessCaller
 from sop_llm.infra.logging import setup_logging
 from sop_llm.infra.model_config import ConfigError
 from sop_llm.infra.settings import Settings

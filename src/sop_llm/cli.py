@@ -106,8 +106,7 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 async def _budget(args: argparse.Namespace, settings: Settings, sessions: Any) -> None:
-    from sop_llm.services.usage.budgets import Budgets
-    from sop_llm.services.usage.counters import make_counters
+    from sop_llm.services.usage.budgets import Budgets, make_counters
 
     budgets = Budgets(sessions, make_counters(settings.redis_url, settings.redis_timeout), 0)
     subject = f"key:{args.key_id}"

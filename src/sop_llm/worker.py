@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from sop_llm import __version__
-from sop_llm.api.openai.batches.lines import InProcessCaller
+from sop_llm.batch_app import InProcessCaller
 from sop_llm.infra.errors import AppError
 from sop_llm.infra.logging import setup_logging
 from sop_llm.infra.redis_keys import TASKS_CONSUMER_GROUP

@@ -285,6 +285,9 @@ async def test_the_next_turn_of_a_chat_reuses_the_cached_prefix(batched: LiveSer
     evaluated = after["prompt_tokens_evaluated"] - before["prompt_tokens_evaluated"]
     assert reused + evaluated == second.usage.prompt_tokens
     assert reused > second.usage.prompt_tokens // 2, (reused, evaluated)  # the first turn was not evaluated again
+    # The answer says so too, as OpenAI's API does: a gateway routing to this service adds these up per node.
+    assert second.usage.prompt_tokens_details is not None
+    assert second.usage.prompt_tokens_details.cached_tokens == reused
 
 
 async def test_admission_is_bounded_by_the_slots_and_the_wait_queue(batched: LiveServer) -> None:

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sop_llm.api.deps import services_of
-from sop_llm.api.middleware.auth import caller_key
+from sop_llm.api.request_state import caller_key
 from sop_llm.infra.redis_keys import answer_key
 
 HEADER = "x-sop-cache"

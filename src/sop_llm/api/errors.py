@@ -1,9 +1,11 @@
-"""Turn the error tree into HTTP bodies: Anthropic's shape under /v1/messages, OpenAI's elsewhere under /v1,
-Ollama's under /api (outside /api/v1), the native shape everywhere else."""
+"""Turn the error tree into HTTP bodies, in the shape of the surface a request was made on: Anthropic's under
+/v1/messages, OpenAI's elsewhere under /v1, Ollama's under /api (outside /api/v1), the native shape everywhere else.
+Each surface's shape lives with it (`<surface>/errors.py`); this module only picks one, and no surface imports it.
+Unexpected exceptions become errors through api/internal_error.py."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -14,63 +16,33 @@ from starlette.responses import Response
 
 from sop_llm.api.anthropic.errors import anthropic_error_response, is_anthropic_path
 from sop_llm.api.disconnect import ClientDisconnected
+from sop_llm.api.native.errors import native_error_response
 from sop_llm.api.ollama.errors import is_ollama_path, ollama_error_response
-from sop_llm.api.responses import json_response
+from sop_llm.api.openai.errors import is_openai_path, openai_error_response
 from sop_llm.infra.errors import AppError, BadRequestError, RequestValidationFailed
-from sop_llm.infra.trace import current_trace_id
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error"}
 
-
-def is_openai_path(path: str) -> bool:
-    return path == "/v1" or path.startswith("/v1/")
-
-
-def native_body(exc: AppError) -> dict[str, Any]:
-    return {
-        "error": {
-            "code": exc.error_code,
-            "message": exc.message,
-            "trace_id": current_trace_id(),
-            "details": exc.details,
-        }
-    }
-
-
-def openai_body(exc: AppError) -> dict[str, Any]:
-    error: dict[str, Any] = {
-        "message": exc.message,
-        "type": exc.openai_type,
-        "param": exc.param,
-        "code": exc.error_code,
-    }
-    for key in exc.openai_details:  # extra keys, e.g. a JSON failure's attempts: SDKs keep them in the body
-        if key in exc.details:
-            error[key] = exc.details[key]
-    return {"error": error}
-
-
-def internal_error(exc: BaseException, where: str) -> AppError:
-    """The one way an unexpected exception leaves the service: logged with its traceback (under the request's trace
-    id), answered as a 500 — or, inside a stream, its last error event — that says no more than that."""
-    logger.opt(exception=exc).error("unhandled error on {}", where)
-    return AppError("internal error; the trace id identifies it in the logs")
+ErrorShape = Callable[[AppError, Mapping[str, str]], Response]
+# The first surface that claims the path answers (Anthropic's /v1/messages before OpenAI's /v1); the native shape
+# answers the rest.
+_SURFACES: tuple[tuple[Callable[[str], bool], ErrorShape], ...] = (
+    (is_anthropic_path, anthropic_error_response),
+    (is_openai_path, openai_error_response),
+    (is_ollama_path, ollama_error_response),
+)
 
 
 def error_response(request: Request, exc: AppError) -> Response:
     headers: dict[str, str] = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    if is_anthropic_path(request.url.path):
-        return anthropic_error_response(exc, headers)
-    if is_openai_path(request.url.path):
-        if exc.status_code in (400, 404, 413, 422):
-            headers["x-should-retry"] = "false"
-        return json_response(openai_body(exc), exc.status_code, headers)
-    if is_ollama_path(request.url.path):
-        return ollama_error_response(exc, headers)
-    return json_response(native_body(exc), exc.status_code, headers)
+    path = request.url.path
+    for claims, respond in _SURFACES:
+        if claims(path):
+            return respond(exc, headers)
+    return native_error_response(exc, headers)
 
 
 def _validation_error(exc: RequestValidationError) -> AppError:

@@ -14,8 +14,7 @@ from starlette.requests import Request
 
 from sop_llm.api.disconnect import cancel_on_disconnect
 from sop_llm.api.metering import reserve_tokens
-from sop_llm.api.middleware.auth import caller_key
-from sop_llm.api.middleware.rate_limit import record_tokens
+from sop_llm.api.request_state import caller_key, record_tokens
 from sop_llm.providers.types import Chunk, Completion, GenerationRequest, Usage
 from sop_llm.services import priority
 from sop_llm.services.container import Services

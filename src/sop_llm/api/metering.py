@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from sop_llm.api.middleware.auth import principal_of
+from sop_llm.api.request_state import principal_of
 from sop_llm.services.container import Services
 from sop_llm.services.usage.budgets import Reservation, estimate_tokens
 from sop_llm.services.usage.meter import note_usage

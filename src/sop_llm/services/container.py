@@ -19,7 +19,7 @@ from sop_llm.providers.registry import provider_types
 from sop_llm.services.auth.authenticator import Authenticator
 from sop_llm.services.auth.keys import KeyStore
 from sop_llm.services.auth.tickets import Tickets
-from sop_llm.services.batches.chunks import BatchChunks, ChunkQueue, LineCaller
+from sop_llm.services.batches.chunks import CHUNK_KIND, BatchChunks, ChunkQueue, LineCaller
 from sop_llm.services.batches.repository import BatchRepository
 from sop_llm.services.batches.service import BatchService
 from sop_llm.services.embeddings.manager import EmbeddingManager
@@ -42,12 +42,11 @@ from sop_llm.services.routing.router import ModelRouter
 from sop_llm.services.structured.fixer import JSONFixer
 from sop_llm.services.structured.output import StructuredOutput
 from sop_llm.services.tasks.broker import BrokerDispatch, make_broker
-from sop_llm.services.tasks.jobs import JobContext
+from sop_llm.services.tasks.jobs import Job, JobContext, bind_jobs
 from sop_llm.services.tasks.repository import TaskRepository
 from sop_llm.services.tasks.runner import TaskRunner
 from sop_llm.services.tasks.service import TaskService
-from sop_llm.services.usage.budgets import Budgets
-from sop_llm.services.usage.counters import make_counters
+from sop_llm.services.usage.budgets import Budgets, make_counters
 from sop_llm.services.usage.meter import UsageMeter
 
 
@@ -180,8 +179,9 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
     runner = None
     if worker or dispatch is None:
         counted = usage if settings.usage_enabled else None
-        context = JobContext(router, structured, embeddings, chunks)
-        runner = TaskRunner(settings, repository, context, dispatch, counted)
+        # The task kinds: the task API's, and a batch's chunk (its lines each count as a request of the batch's owner).
+        jobs: dict[str, Job] = {**bind_jobs(JobContext(router, structured, embeddings)), CHUNK_KIND: chunks.run}
+        runner = TaskRunner(settings, repository, jobs, dispatch, counted)
         chunk_queue.wake = runner.notify
     catalog = PulledCatalog(config, pulled, router, local, deployments, embeddings, metrics)
     return Services(
@@ -199,7 +199,9 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
         limiter=RateLimiter(settings),
         metrics=metrics,
         database=database,
-        monitor=Monitor(metrics, cache, deployments, local, embeddings, repository.counts, batch_repository.overview),
+        monitor=Monitor(
+            metrics, cache, deployments.describe, local, embeddings, repository.counts, batch_repository.overview
+        ),
         usage=usage,
         budgets=Budgets(
             sessions,

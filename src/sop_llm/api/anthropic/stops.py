@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from sop_llm.api.anthropic.conversation import CHARS_PER_TOKEN
-from sop_llm.api.middleware.rate_limit import record_tokens
+from sop_llm.api.request_state import record_tokens
 from sop_llm.providers.types import Chunk, Usage
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from sop_llm.api.anthropic.errors import anthropic_body
 from sop_llm.api.anthropic.replies import stop_reason, tool_use_id, usage_body
 from sop_llm.api.anthropic.stops import StopSequences
-from sop_llm.api.errors import internal_error
+from sop_llm.api.internal_error import internal_error
 from sop_llm.api.responses import sse_event
 from sop_llm.infra.errors import AppError
 from sop_llm.providers.types import Chunk, FinishReason, Usage

@@ -1,8 +1,7 @@
 """Authentication on every route but liveness, readiness, Ollama's version route, the API docs and the dashboard
-page: the principal lands
-in `request.state.principal`; a missing or bad credential is a 401 in the surface's error shape (a WebSocket is
-closed with 4401, or 4403 without the admin scope). `/metrics` and the monitoring feed need the admin scope unless
-METRICS_PUBLIC makes them public."""
+page: the principal lands in `request.state.principal` (read through api/request_state.py); a missing or bad
+credential is a 401 in the surface's error shape (a WebSocket is closed with 4401, or 4403 without the admin scope).
+`/metrics` and the monitoring feed need the admin scope unless METRICS_PUBLIC makes them public."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sop_llm.api.errors import error_response
 from sop_llm.infra.errors import AppError, AuthenticationError, ForbiddenError
 from sop_llm.services.auth.authenticator import Authenticator
-from sop_llm.services.auth.principal import ANONYMOUS, Principal
+from sop_llm.services.auth.principal import Principal
 
 # Liveness, readiness, Ollama's version check (what its clients probe a server with), the API docs and the
 # dashboard page (static: its data comes over the WebSocket) are public.
@@ -29,8 +28,7 @@ PUBLIC_PATHS = frozenset(
 )
 # What the service knows about its traffic: public with METRICS_PUBLIC, otherwise for admins only.
 METRICS_PATHS = frozenset({"/metrics", "/api/v1/monitoring/ws"})
-# The WebSocket subprotocol the dashboard speaks; a client may offer `bearer.<key or JWT>` beside it.
-WS_PROTOCOL = "sop-llm"
+# Beside the dashboard's WebSocket subprotocol (api/native/monitoring.py), a client may offer `bearer.<key or JWT>`.
 _WS_BEARER = "bearer."
 
 
@@ -93,24 +91,3 @@ class AuthMiddleware:
                 raise AuthenticationError("unknown, used or expired ticket; ask POST /api/v1/monitoring/ticket again")
             return principal
         return await self.authenticator.authenticate(credential)
-
-
-def caller_key(scope: Scope) -> str:
-    """Whose budget and whose cache: the key or token subject, or the client IP with auth off."""
-    principal: Principal | None = scope.get("state", {}).get("principal")
-    if principal is not None and principal.subject is not None:
-        return principal.subject
-    client = scope.get("client")
-    return f"ip:{client[0] if client else 'unknown'}"
-
-
-def principal_of(request: Request) -> Principal:
-    principal: Principal = getattr(request.state, "principal", ANONYMOUS)
-    return principal
-
-
-async def require_admin(request: Request) -> Principal:
-    principal = principal_of(request)
-    if not principal.admin:
-        raise ForbiddenError("this needs an admin API key or a token with the admin scope")
-    return principal

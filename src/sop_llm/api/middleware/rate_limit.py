@@ -1,31 +1,22 @@
 """Rate limits on every route but liveness, readiness and the docs: keyed by the caller (API key or token subject),
 or by client IP with auth off. A refusal is a 429 with `Retry-After`; every limited answer carries
 `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds). Tokens are charged after the
-answer, from what the generation reports through `record_tokens`."""
+answer, from what the generation reports through `record_tokens` (api/request_state.py)."""
 
 from __future__ import annotations
 
 import math
-from contextvars import ContextVar
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sop_llm.api.errors import error_response
-from sop_llm.api.middleware.auth import METRICS_PATHS, PUBLIC_PATHS, caller_key
+from sop_llm.api.middleware.auth import METRICS_PATHS, PUBLIC_PATHS
+from sop_llm.api.request_state import begin_token_count, caller_key, end_token_count
 from sop_llm.infra.errors import AppError, RateLimitedError
 from sop_llm.services.limits.rate_limit import Decision, RateLimiter
 
 _UNLIMITED = PUBLIC_PATHS | METRICS_PATHS
-
-_tokens_used: ContextVar[list[int] | None] = ContextVar("tokens_used", default=None)
-
-
-def record_tokens(count: int) -> None:
-    """Called by the generation code: the tokens this request used, charged to its caller when it ends."""
-    holder = _tokens_used.get()
-    if holder is not None:
-        holder.append(count)
 
 
 def _headers(decision: Decision) -> list[tuple[bytes, bytes]]:
@@ -68,11 +59,10 @@ class RateLimitMiddleware:
                 message["headers"] = [*message.get("headers", ()), *_headers(decision)]
             await send(message)
 
-        used: list[int] = []
-        token = _tokens_used.set(used)
+        used, token = begin_token_count()
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            _tokens_used.reset(token)
+            end_token_count(token)
             if used:
                 await self.limiter.charge_tokens(caller, sum(used))

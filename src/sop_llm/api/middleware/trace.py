@@ -12,7 +12,8 @@ import time
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sop_llm.api.errors import error_response, internal_error
+from sop_llm.api.errors import error_response
+from sop_llm.api.internal_error import internal_error
 from sop_llm.infra.trace import set_trace_id, trace_id_from_headers
 from sop_llm.services.monitoring.metrics import Metrics, start_request
 from sop_llm.services.routing import served

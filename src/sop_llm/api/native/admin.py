@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from sop_llm.api.deps import ServicesDep
-from sop_llm.api.middleware.auth import require_admin
+from sop_llm.api.request_state import require_admin
 from sop_llm.api.responses import json_response
 from sop_llm.services.auth.model import ApiKeyRow
 from sop_llm.services.auth.principal import Scope

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from sop_llm.api.deps import ServicesDep
-from sop_llm.api.middleware.auth import require_admin
+from sop_llm.api.request_state import require_admin
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import BadRequestError
 from sop_llm.infra.model_config import ConfigError

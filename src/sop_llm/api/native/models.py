@@ -9,9 +9,10 @@ from starlette.responses import Response
 
 from sop_llm.api.answer_cache import cached_answer, remember_answer
 from sop_llm.api.deps import ServicesDep
-from sop_llm.api.errors import internal_error, native_body
 from sop_llm.api.generation import open_generation_stream, run_generation
-from sop_llm.api.middleware.auth import require_admin
+from sop_llm.api.internal_error import internal_error
+from sop_llm.api.native.errors import native_body
+from sop_llm.api.request_state import require_admin
 from sop_llm.api.responses import EventStreamResponse, json_response, sse_event
 from sop_llm.infra.errors import AppError, BadRequestError, ModelNotFoundError
 from sop_llm.providers.types import Chunk

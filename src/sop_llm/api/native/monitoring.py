@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import HTMLResponse, Response
 
 from sop_llm.api.deps import ServicesDep
-from sop_llm.api.middleware.auth import WS_PROTOCOL, principal_of
+from sop_llm.api.request_state import principal_of
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import ForbiddenError
 from sop_llm.services.auth.tickets import TICKET_SECONDS
@@ -31,6 +31,8 @@ root = APIRouter(tags=["monitoring"])  # at the root
 SNAPSHOT_INTERVAL = 1.0
 USAGE_INTERVAL = 5.0  # today's usage totals (read from the database) are refreshed this often
 USAGE_TOP = 10
+# The WebSocket subprotocol the dashboard speaks (a `bearer.<key or JWT>` beside it is auth's; middleware/auth.py).
+WS_PROTOCOL = "sop-llm"
 
 
 @root.get("/metrics")

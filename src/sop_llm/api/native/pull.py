@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from sop_llm.api.deps import ServicesDep
-from sop_llm.api.errors import internal_error, native_body
-from sop_llm.api.middleware.auth import require_admin
+from sop_llm.api.internal_error import internal_error
+from sop_llm.api.native.errors import native_body
+from sop_llm.api.request_state import require_admin
 from sop_llm.api.responses import EventStreamResponse, json_response, sse_event
 from sop_llm.infra.errors import AppError
 from sop_llm.services.container import Services

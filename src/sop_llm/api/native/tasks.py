@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from sop_llm.api.deps import ServicesDep
-from sop_llm.api.middleware.auth import principal_of
+from sop_llm.api.request_state import principal_of
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import BadRequestError, RequestValidationFailed
 from sop_llm.services.payloads import EmbeddingsBody, FixBody, GenerateBody, SimilarityBody

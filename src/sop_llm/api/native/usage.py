@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
 
 from sop_llm.api.deps import ServicesDep
-from sop_llm.api.middleware.auth import principal_of, require_admin
+from sop_llm.api.request_state import principal_of, require_admin
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import BadRequestError, ForbiddenError
 from sop_llm.services.usage.meter import ANONYMOUS_SUBJECT

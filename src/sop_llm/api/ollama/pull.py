@@ -16,11 +16,11 @@ from starlette.responses import Response
 
 from sop_llm.api.body import documented_body, parse_body
 from sop_llm.api.deps import services_of
-from sop_llm.api.middleware.auth import require_admin
 from sop_llm.api.native.pull import serve, until_resolved
 from sop_llm.api.ollama.names import not_found
 from sop_llm.api.ollama.protocol import _Tolerant
 from sop_llm.api.ollama.streaming import NDJSONResponse, ndjson_lines
+from sop_llm.api.request_state import require_admin
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import BadRequestError, NotFoundError
 from sop_llm.services.container import Services

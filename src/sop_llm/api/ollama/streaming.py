@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from sop_llm.api.errors import internal_error
+from sop_llm.api.internal_error import internal_error
 from sop_llm.api.ollama.errors import ollama_body
 from sop_llm.api.responses import EventStreamResponse
 from sop_llm.infra.errors import AppError

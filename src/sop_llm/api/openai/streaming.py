@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from sop_llm.api.errors import internal_error, openai_body
+from sop_llm.api.internal_error import internal_error
+from sop_llm.api.openai.errors import openai_body
 from sop_llm.api.responses import sse_event
 from sop_llm.infra.errors import AppError
 from sop_llm.providers.types import Chunk, Usage

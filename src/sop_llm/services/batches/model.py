@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from sop_llm.services.tasks.model import Base
+from sop_llm.infra.database import Base
 
 
 class BatchStatus(enum.StrEnum):

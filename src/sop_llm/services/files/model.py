@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from sop_llm.services.tasks.model import Base
+from sop_llm.infra.database import Base
 
 
 class FileRow(Base):

@@ -21,7 +21,6 @@ from sop_llm.providers.types import WorkClass
 from sop_llm.services.embeddings.manager import EmbeddingManager
 from sop_llm.services.local.manager import LocalModels, describe_scheduler
 from sop_llm.services.monitoring.metrics import Metrics
-from sop_llm.services.routing.deployments import Deployments
 
 REFRESH_SECONDS = 2.0
 TASK_STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
@@ -42,15 +41,17 @@ class Monitor(Collector):
         self,
         metrics: Metrics,
         cache: Cache,
-        deployments: Deployments,
+        describe_deployments: Callable[[], list[dict[str, Any]]],
         local: LocalModels,
         embeddings: EmbeddingManager,
         count_tasks: Callable[[], Awaitable[dict[str, int]]],
         batch_overview: Callable[[], Awaitable[dict[str, Any]]],
     ) -> None:
+        """`describe_deployments`: each deployment's name, circuit, health and call counts (the router's
+        `Deployments.describe`), read at every scrape and snapshot."""
         self._metrics = metrics
         self._cache = cache
-        self._deployments = deployments
+        self._describe_deployments = describe_deployments
         self._local = local
         self._embeddings = embeddings
         self._count_tasks = count_tasks
@@ -95,7 +96,7 @@ class Monitor(Collector):
             "sop_llm_fallbacks", "Requests moved on from a deployment to the next", labels=["deployment"]
         )
         circuit = GaugeMetricFamily("sop_llm_circuit_state", "1 for the current state", labels=["deployment", "state"])
-        for entry in self._deployments.describe():
+        for entry in self._describe_deployments():
             name = entry["name"]
             calls.add_metric([name], entry["stats"]["calls"])
             failures.add_metric([name], entry["stats"]["failures"])
@@ -210,7 +211,7 @@ class Monitor(Collector):
                     "calls": p["stats"]["calls"],
                     "failures": p["stats"]["failures"],
                 }
-                for p in self._deployments.describe()
+                for p in self._describe_deployments()
             ],
             "models": models,
             "schedulers": {name: describe_scheduler(snap) for name, snap in self._local.scheduler_snapshots().items()},

@@ -1,6 +1,9 @@
 """What a task can do: each kind is a plain `async def` over the same services the HTTP API uses. Payloads were
 validated by the API when the task was accepted. Each notes which model it used and its tokens, for the usage
-tally of the task's owner (the runner records it)."""
+tally of the task's owner (the runner records it).
+
+The runner gets its table of kinds from the container: these, bound to their services (`bind_jobs`), and the kinds
+other concerns run as tasks (a batch's chunk), which this package does not know."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sop_llm.services.batches.chunks import CHUNK_KIND, BatchChunks
 from sop_llm.services.embeddings.manager import EmbeddingManager
 from sop_llm.services.payloads import EmbeddingsBody, FixBody, GenerateBody, SimilarityBody
 from sop_llm.services.routing.router import ModelRouter
@@ -21,10 +23,10 @@ class JobContext:
     router: ModelRouter
     structured: StructuredOutput
     embeddings: EmbeddingManager
-    batches: BatchChunks
 
 
-Job = Callable[[dict[str, Any], JobContext], Awaitable[Any]]
+# What the runner calls: a task's payload in, its result out.
+Job = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
 async def generate(payload: dict[str, Any], ctx: JobContext) -> Any:
@@ -72,15 +74,21 @@ async def json_fix(payload: dict[str, Any], ctx: JobContext) -> Any:
     return {"value": outcome.value, "provenance": outcome.provenance, "attempts": outcome.attempts}
 
 
-async def batch_chunk(payload: dict[str, Any], ctx: JobContext) -> Any:
-    """A chunk of a batch's lines (services/batches/chunks.py); each line counts as a request of the batch's owner."""
-    return await ctx.batches.run(payload)
-
-
-JOBS: dict[str, Job] = {
+_JOBS: dict[str, Callable[[dict[str, Any], JobContext], Awaitable[Any]]] = {
     "generate": generate,
     "embeddings": embeddings,
     "similarity": similarity,
     "json_fix": json_fix,
-    CHUNK_KIND: batch_chunk,
 }
+
+
+def bind_jobs(ctx: JobContext) -> dict[str, Job]:
+    """The kinds the task API accepts, each bound to the services it runs on."""
+
+    def bind(job: Callable[[dict[str, Any], JobContext], Awaitable[Any]]) -> Job:
+        async def run(payload: dict[str, Any]) -> Any:
+            return await job(payload, ctx)
+
+        return run
+
+    return {kind: bind(job) for kind, job in _JOBS.items()}

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from sop_llm.infra.database import Base as Base  # the one declarative base, re-exported for the other tables
+from sop_llm.infra.database import Base
 
 
 class TaskStatus(enum.StrEnum):

@@ -12,7 +12,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from loguru import logger
@@ -22,7 +22,7 @@ from sop_llm.infra.settings import Settings
 from sop_llm.providers.types import WorkClass
 from sop_llm.services import priority
 from sop_llm.services.tasks.broker import BrokerDispatch
-from sop_llm.services.tasks.jobs import JOBS, JobContext
+from sop_llm.services.tasks.jobs import Job
 from sop_llm.services.tasks.model import TaskRow, TaskStatus
 from sop_llm.services.tasks.repository import TaskRepository
 from sop_llm.services.usage.meter import UsageMeter, begin_request, end_request
@@ -42,15 +42,15 @@ class TaskRunner:
         self,
         settings: Settings,
         repository: TaskRepository,
-        context: JobContext,
+        jobs: Mapping[str, Job],
         dispatch: BrokerDispatch | None = None,
         usage: UsageMeter | None = None,
     ) -> None:
-        """`usage`: where each run's model, tokens and latency are tallied for the task's owner, as a request of
-        theirs would be (None: not counted)."""
+        """`jobs`: what runs a task, by its kind (built by the container). `usage`: where each run's model, tokens and
+        latency are tallied for the task's owner, as a request of theirs would be (None: not counted)."""
         self._settings = settings
         self._repo = repository
-        self._context = context
+        self._jobs = jobs
         self._dispatch = dispatch
         self._usage = usage
         self.owner = runner_id()
@@ -192,7 +192,7 @@ class TaskRunner:
         started = time.perf_counter()
         outcome: tuple[Any, dict[str, Any] | None, bool] = (None, None, False)
         try:
-            outcome = await JOBS[row.kind](row.payload, self._context), None, False
+            outcome = await self._jobs[row.kind](row.payload), None, False
         except AppError as exc:
             outcome = None, {"code": exc.error_code, "message": exc.message}, exc.retryable
         except Exception as exc:

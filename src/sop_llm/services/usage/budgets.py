@@ -15,19 +15,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sop_llm.infra.errors import BadRequestError, BudgetExceededError, NotFoundError
 from sop_llm.infra.redis_keys import budget_key
-from sop_llm.services.usage.counters import MemoryCounters
+from sop_llm.services.usage.counters import Counters, MemoryCounters
 from sop_llm.services.usage.model import EVERY_MODEL, BudgetRow
 from sop_llm.services.usage.periods import Period, Window, window
-
-if TYPE_CHECKING:
-    from sop_llm.services.usage.redis_counters import RedisCounters
 
 CHARS_PER_TOKEN = 4
 
@@ -42,7 +39,7 @@ class Limit:
 class Reservation:
     """Tokens held for one request; `settle` replaces them with what it used (once)."""
 
-    def __init__(self, counters: MemoryCounters | RedisCounters, keys: list[str], granted: int) -> None:
+    def __init__(self, counters: Counters, keys: list[str], granted: int) -> None:
         self._counters = counters
         self._keys = keys
         self.granted = granted
@@ -60,11 +57,20 @@ def estimate_tokens(chars: int) -> int:
     return -(-chars // CHARS_PER_TOKEN)
 
 
+def make_counters(redis_url: str | None, timeout: float) -> Counters:
+    """Counters in Redis when a URL is given (shared by every replica), else in this process."""
+    if not redis_url:
+        return MemoryCounters()
+    from sop_llm.services.usage.redis_counters import RedisCounters
+
+    return RedisCounters(redis_url, timeout)
+
+
 class Budgets:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        counters: MemoryCounters | RedisCounters,
+        counters: Counters,
         cache_seconds: float,
     ) -> None:
         self._sessions = sessions

@@ -1,23 +1,39 @@
 """Budget counters: tokens used per (caller, model, period), reserved atomically before a request runs and settled
 with what it really used. In Redis (one Lua script checks every limit and reserves in one step, so replicas can
 never grant the same tokens twice) when REDIS_URL is set, else in this process. A Redis that fails is left alone for
-a few seconds, and this process's own counters stand in meanwhile (logged). The Redis side is redis_counters.py,
-imported only when REDIS_URL is set."""
+a few seconds, and this process's own counters stand in meanwhile (logged).
+
+Here: what counters do (`Counters`) and the in-process ones. The Redis side is redis_counters.py, imported only when
+REDIS_URL is set (budgets.py `make_counters` chooses)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from sop_llm.services.usage.redis_counters import RedisCounters
+from typing import Protocol
 
 
 @dataclass(frozen=True)
 class Outcome:
     granted: int
     exhausted: int | None  # index of the limit with too little room left
+
+
+class Counters(Protocol):
+    async def reserve(
+        self, keys: Sequence[str], limits: Sequence[int], ttls: Sequence[int], want: int, least: int
+    ) -> Outcome:
+        """Grant up to `want` tokens on every key at once, each within its limit (`ttls`: how long a key lives, s);
+        nothing, and which limit, when one has less room than `least`."""
+        ...
+
+    async def add(self, keys: Sequence[str], delta: int) -> None:
+        """Move every key by `delta` (negative: give back what a reservation did not use)."""
+        ...
+
+    async def used(self, keys: Sequence[str]) -> list[int]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class MemoryCounters:
@@ -46,12 +62,3 @@ class MemoryCounters:
 
     async def aclose(self) -> None:
         return None
-
-
-def make_counters(redis_url: str | None, timeout: float) -> MemoryCounters | RedisCounters:
-    """Counters in Redis when a URL is given (shared by every replica), else in this process."""
-    if not redis_url:
-        return MemoryCounters()
-    from sop_llm.services.usage.redis_counters import RedisCounters
-
-    return RedisCounters(redis_url, timeout)

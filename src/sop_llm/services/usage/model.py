@@ -8,7 +8,7 @@ from datetime import date, datetime
 from sqlalchemy import BigInteger, Date, DateTime, Float, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from sop_llm.services.tasks.model import Base
+from sop_llm.infra.database import Base
 
 EVERY_MODEL = "*"
 

@@ -1,6 +1,6 @@
-"""Budget counters in Redis (with REDIS_URL): one Lua script checks every limit and reserves in one step, so
-replicas can never grant the same tokens twice. A Redis that fails is left alone for a few seconds, and this
-process's own counters stand in meanwhile (logged)."""
+"""Budget counters in Redis (with REDIS_URL), counters.py's `Counters`: one Lua script checks every limit and
+reserves in one step, so replicas can never grant the same tokens twice. A Redis that fails is left alone for a few
+seconds, and this process's own counters stand in meanwhile (logged)."""
 
 from __future__ import annotations
 

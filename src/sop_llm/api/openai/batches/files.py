@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
 from sop_llm.api.deps import ServicesDep
-from sop_llm.api.middleware.auth import principal_of
+from sop_llm.api.request_state import principal_of
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import BadRequestError, PayloadTooLargeError
 from sop_llm.services.batches.views import file_view

@@ -14,12 +14,12 @@ from starlette.responses import Response
 from sop_llm.api.body import documented_body, parse_body
 from sop_llm.api.deps import ServicesDep, services_of
 from sop_llm.api.generation import open_generation_stream, run_generation
-from sop_llm.api.middleware.auth import principal_of
 from sop_llm.api.openai.responses.conversation import generation_request
 from sop_llm.api.openai.responses.items import input_items
 from sop_llm.api.openai.responses.output import ResponseDraft, completion_output
 from sop_llm.api.openai.responses.protocol import ResponseCreateRequest
 from sop_llm.api.openai.responses.streaming import response_events
+from sop_llm.api.request_state import principal_of
 from sop_llm.api.responses import EventStreamResponse, json_response
 from sop_llm.infra.errors import BadRequestError, UnsupportedFeatureError
 

@@ -20,7 +20,7 @@ import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from sop_llm.api.errors import internal_error
+from sop_llm.api.internal_error import internal_error
 from sop_llm.api.openai.responses.output import (
     ResponseDraft,
     function_call_item,

@@ -1,7 +1,8 @@
-"""Batch lines go through the same routes as HTTP requests, in process: a small ASGI app holding the batchable
-OpenAI routes over the same services, called with a request built in memory. A line therefore gets exactly the
-answer (status and body) the endpoint would have given, is charged to the batch owner's budgets, and counts in
-their usage as one request."""
+"""The app batch lines go through, the second app factory beside app.py (the API's and the worker's processes
+build it): batch lines go through the same routes as HTTP requests, in process — a small ASGI app holding the
+batchable OpenAI routes over the same services, called with a request built in memory. A line therefore gets
+exactly the answer (status and body) the endpoint would have given, is charged to the batch owner's budgets, and
+counts in their usage as one request."""
 
 from __future__ import annotations
 

@@ -1,0 +1,36 @@
+"""The error tree in OpenAI's shape, under /v1: `{"error": {"message", "type", "param", "code"}}`, with
+`x-should-retry: false` on answers a retry cannot change (the SDKs read it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.responses import Response
+
+from sop_llm.api.responses import json_response
+from sop_llm.infra.errors import AppError
+
+_FINAL = (400, 404, 413, 422)
+
+
+def is_openai_path(path: str) -> bool:
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def openai_body(exc: AppError) -> dict[str, Any]:
+    error: dict[str, Any] = {
+        "message": exc.message,
+        "type": exc.openai_type,
+        "param": exc.param,
+        "code": exc.error_code,
+    }
+    for key in exc.openai_details:  # extra keys, e.g. a JSON failure's attempts: SDKs keep them in the body
+        if key in exc.details:
+            error[key] = exc.details[key]
+    return {"error": error}
+
+
+def openai_error_response(exc: AppError, headers: Mapping[str, str]) -> Response:
+    extra = {"x-should-retry": "false"} if exc.status_code in _FINAL else {}
+    return json_response(openai_body(exc), exc.status_code, {**headers, **extra})
