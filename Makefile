@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed-stamp
 NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 # llama.cpp without the kernels whose arithmetic depends on how many rows a matrix product has (llamafile's sgemm
 # takes over from two rows, the repacked weight layouts have separate one-row and many-row kernels): every row of a
-# batch is then computed alike, so an answer does not depend on what it was batched with (README "Repeatable answers").
+# batch is then computed alike, so an answer does not depend on what it was batched with (docs/local-models.md,
+# "Repeatable answers").
 LLAMA_CMAKE := -DGGML_LLAMAFILE=OFF -DGGML_CPU_REPACK=OFF
 LLAMA_VERSION := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | head -1 | cut -d= -f3)
 # Our own wheel cache, keyed by the build flags and this CPU's features (the build is -march=native): pip's cache
@@ -20,16 +21,40 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run worker test lint format bench clean browser
+# install's later steps leave stamps too, so that `make run` on an installed checkout starts the server at once
+# (the export check alone costs ~0.7 s of imports before the server starts). The ONNX export runs again when the
+# packages, the config files, .env or the exporter changed, when CONFIG_DIR or ONNX_CACHE_DIR names another folder
+# (the stamp's name carries them), or when a file it exported is gone; bytecode is compiled for changed modules only.
+CONFIG_DIR ?= config
+ONNX_STAMP := $(VENV)/.onnx-stamp-$(shell echo '$(abspath $(CONFIG_DIR)) $(ONNX_CACHE_DIR)' | md5sum | cut -c1-8)
+ONNX_EXPORTED := $(shell cat $(ONNX_STAMP) 2>/dev/null)
+ifneq ($(words $(ONNX_EXPORTED)),$(words $(wildcard $(ONNX_EXPORTED))))
+.PHONY: $(ONNX_STAMP)
+endif
+BYTECODE_STAMP := $(VENV)/.bytecode-stamp
+SOURCES := $(shell find src -name '*.py')
+# No built-in implicit rules: make would otherwise search them for every source file on each start (~60 ms).
+MAKEFLAGS += --no-builtin-rules
+.SUFFIXES:
 
-install: $(STAMP)
-	# Export the embedding models served with `backend: onnx` to ONNX (and int8) once, into their cache folder
-	# (~/.cache/sop-llm/onnx unless ONNX_CACHE_DIR says otherwise); a quick no-op when they are there.
-	$(BIN)/python -m sop_llm.providers.local.onnx_export
-	# Bytecode for the project's own modules, as pip writes it for an installed package (this checkout is installed
-	# editable): without it, a start with PYTHONDONTWRITEBYTECODE set compiles ~160 modules again (~0.14 s before
-	# the first answer). Only changed files are compiled.
-	$(BIN)/python -m compileall -q src
+.PHONY: install run worker test docs lint format bench clean browser
+
+install: $(STAMP) $(ONNX_STAMP) $(BYTECODE_STAMP)
+
+# Export the embedding models served with `backend: onnx` to ONNX (and int8) once, into their cache folder
+# (~/.cache/sop-llm/onnx unless ONNX_CACHE_DIR says otherwise); the stamp lists the files it made.
+$(ONNX_STAMP): $(STAMP) $(wildcard $(CONFIG_DIR)/*.yaml .env) src/sop_llm/providers/local/onnx_export.py
+	$(BIN)/python -m sop_llm.providers.local.onnx_export > $@.out
+	cat $@.out
+	sed -n 's/^[^ ]*: //p' $@.out > $@ && rm $@.out
+
+# Bytecode for the project's own modules, as pip writes it for an installed package (this checkout is installed
+# editable): without it, a start with PYTHONDONTWRITEBYTECODE set compiles ~160 modules again (~0.14 s before the
+# first answer). Only the modules changed since the last time ($?) are compiled.
+$(BYTECODE_STAMP): $(SOURCES) | $(STAMP)
+	@echo "compileall: $(words $?) changed file(s)"
+	@$(BIN)/python -m compileall -q $?
+	@touch $@
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,8 +79,14 @@ run: install
 worker: install
 	$(BIN)/sop-llm worker
 
-test: lint browser
+test: lint docs browser
 	$(BIN)/pytest --cov=sop_llm --cov-report=term-missing:skip-covered --cov-report=xml
+
+# The documentation site (mkdocs.yml) with --strict: a broken link or anchor, or a page outside the nav, fails it;
+# so does docs/api.md when it no longer matches the app's OpenAPI schema (scripts/api_reference.py writes it).
+docs: install
+	$(BIN)/python scripts/api_reference.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 # The dashboard test needs a real browser: Debian's chromium (Playwright's own download is not reachable here).
 browser:
@@ -65,6 +96,8 @@ browser:
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	# The architecture's contracts on the import graph: [tool.importlinter] in pyproject.toml.
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 
 format: install
@@ -78,4 +111,4 @@ bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage coverage.xml htmlcov
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage coverage.xml htmlcov site

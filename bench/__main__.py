@@ -9,7 +9,20 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import batches, batching, cold_load, embeddings, fairness, gateway, generation, pull, structured, tasks
+from bench import (
+    affinity,
+    batches,
+    batching,
+    cold_load,
+    embeddings,
+    fairness,
+    gateway,
+    generation,
+    pull,
+    routing,
+    structured,
+    tasks,
+)
 from bench.service import Service
 
 PHASES = [
@@ -24,6 +37,8 @@ PHASES = [
     "batching",
     "pull",
     "cold load",
+    "routing",
+    "prefix affinity",
 ]
 
 
@@ -113,6 +128,12 @@ def main() -> None:
     results["cold_load"] = cold = cold_load.run()
     step("cold load")
     print(cold_load.summary(cold))
+    results["routing"] = routed = routing.run()  # three simulated nodes behind the service as a gateway
+    step("routing")
+    print(routing.summary(routed))
+    results["prefix_affinity"] = affine = affinity.run()  # two replicas of the service behind a third
+    step("prefix affinity")
+    print(affinity.summary(affine))
     progress.close()
     out = Path("bench/results/latest.json")
     out.parent.mkdir(parents=True, exist_ok=True)

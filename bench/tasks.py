@@ -66,7 +66,7 @@ def run(count: int = 400) -> dict[str, Any]:
             "DATABASE_URL": postgres.url,
             "DATABASE_AUTO_MIGRATE": "false",
             "BROKER_URL": redis.url,
-            "LLAMA_N_THREADS": "1",  # two workers on this machine's cores (README: several workers on one machine)
+            "LLAMA_N_THREADS": "1",  # two workers on this machine's cores (docs/tasks.md, several workers)
             "TASKS_CONCURRENCY": "4",
         }
         worker_env = {**os.environ, "LOG_LEVEL": "WARNING", **env}

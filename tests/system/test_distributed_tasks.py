@@ -41,7 +41,7 @@ class Stack:
             "TASKS_LEASE_SECONDS": str(LEASE_SECONDS),
             "TASKS_REDISPATCH_SECONDS": "5",
             "LLM_MAX_CONCURRENT_REQUESTS": "2",
-            "LLAMA_N_THREADS": "1",  # two workers and the API share 2 cores; see README "Workers"
+            "LLAMA_N_THREADS": "1",  # two workers and the API share 2 cores; see docs/tasks.md
             "CONFIG_DIR": "config",
             "FILES_DIR": tempfile.mkdtemp(prefix="sop-llm-files-"),
             "BATCH_CONCURRENCY": "2",

@@ -186,7 +186,7 @@ class Monitor(Collector):
         yield from (*gauges.values(), prompt, batches, by_class, preemptions, callers)
 
     def snapshot(self) -> dict[str, Any]:
-        """The WebSocket message: see README "Monitoring" for the schema."""
+        """The WebSocket message: see docs/monitoring.md for the schema."""
         metrics = self._metrics
         models = self._models()
         return {
