@@ -1,12 +1,15 @@
 """A finished batch's two result files, in OpenAI's line format: the output file holds the lines answered with a
 2xx, the error file every other line (an error answer, or a line that could not be run), each as
 `{"id", "custom_id", "response": {"status_code", "request_id", "body"} | null, "error": {"code", "message"} | null}`,
-in input order. They are written to temporary files as the lines are read, so a batch of any size is never held
-in memory whole."""
+in input order. They are written to temporary files a page of lines at a time, so a batch of any size is never held
+in memory whole; encoding and writing a page run in a worker thread, so a large batch does not hold up the event
+loop (and the requests it serves) while it is finalized."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -42,23 +45,27 @@ class ResultFiles:
         self.completed = 0
         self.failed = 0
 
-    def add(self, row: BatchLineRow) -> None:
-        """Write a line that ran (or could not); a line the batch never got to (it was cancelled) is in neither."""
-        if row.finished_at is None:
-            return
-        ok = succeeded(row)
-        (self._output if ok else self._errors).write(orjson.dumps(result_line(self._batch_id, row)) + b"\n")
-        if ok:
-            self.completed += 1
-        else:
-            self.failed += 1
+    async def add(self, rows: Iterable[BatchLineRow]) -> None:
+        """Write lines that ran (or could not); a line the batch never got to (it was cancelled) is in neither file."""
+        await asyncio.to_thread(self._write, rows)
 
-    def output(self) -> Path:
-        self._output.flush()
+    def _write(self, rows: Iterable[BatchLineRow]) -> None:
+        for row in rows:
+            if row.finished_at is None:
+                continue
+            ok = succeeded(row)
+            (self._output if ok else self._errors).write(orjson.dumps(result_line(self._batch_id, row)) + b"\n")
+            if ok:
+                self.completed += 1
+            else:
+                self.failed += 1
+
+    async def output(self) -> Path:
+        await asyncio.to_thread(self._output.flush)
         return Path(self._output.name)
 
-    def errors(self) -> Path:
-        self._errors.flush()
+    async def errors(self) -> Path:
+        await asyncio.to_thread(self._errors.flush)
         return Path(self._errors.name)
 
     def __enter__(self) -> ResultFiles:

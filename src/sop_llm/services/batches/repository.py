@@ -212,8 +212,8 @@ class BatchRepository:
             if not gone.rowcount:  # type: ignore[attr-defined]
                 return
 
-    async def lines(self, batch_id: str) -> AsyncIterator[BatchLineRow]:
-        """Every line of the batch in order, read a page at a time."""
+    async def line_pages(self, batch_id: str) -> AsyncIterator[list[BatchLineRow]]:
+        """Every line of the batch in order, a page at a time."""
         start = 0
         while True:
             async with self._session() as session:
@@ -225,8 +225,8 @@ class BatchRepository:
                         .limit(READ_PAGE)
                     )
                 )
-            for row in page:
-                yield row
+            if page:
+                yield page
             if len(page) < READ_PAGE:
                 return
             start = page[-1].seq + 1

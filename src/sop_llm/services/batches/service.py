@@ -236,16 +236,16 @@ class BatchService:
         hexid = row.id.removeprefix("batch_")
         output_id = error_id = None
         with ResultFiles(row.id) as files:
-            async for line in self.repository.lines(row.id):
-                files.add(line)
+            async for page in self.repository.line_pages(row.id):
+                await files.add(page)
             if files.completed:
                 output_id = f"file-{hexid}-output"
                 name = f"{row.id}_output.jsonl"
-                await self._files.save_output(output_id, files.output(), files.completed, name, row.owner)
+                await self._files.save_output(output_id, await files.output(), files.completed, name, row.owner)
             if files.failed:
                 error_id = f"file-{hexid}-errors"
                 name = f"{row.id}_errors.jsonl"
-                await self._files.save_output(error_id, files.errors(), files.failed, name, row.owner)
+                await self._files.save_output(error_id, await files.errors(), files.failed, name, row.owner)
         ended = {
             BatchStatus.COMPLETED: "completed_at",
             BatchStatus.CANCELLED: "cancelled_at",
