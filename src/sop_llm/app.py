@@ -20,8 +20,8 @@ from sop_llm.api.hot_paths import HotPaths
 from sop_llm.api.middleware.auth import AuthMiddleware
 from sop_llm.api.middleware.body_limit import BodyLimitMiddleware
 from sop_llm.api.middleware.rate_limit import RateLimitMiddleware
+from sop_llm.api.middleware.record import RecordMiddleware
 from sop_llm.api.middleware.trace import TraceMiddleware
-from sop_llm.api.middleware.usage import UsageMiddleware
 from sop_llm.api.native import admin as native_admin
 from sop_llm.api.native import config as native_config
 from sop_llm.api.native import embeddings as native_embeddings
@@ -130,10 +130,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else {"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.services = services
-    # Innermost first: usage and rate limits need the caller that auth found; CORS answers preflights before auth
-    # asks for credentials; the body cap and the trace id wrap everything.
-    if settings.usage_enabled:
-        app.add_middleware(UsageMiddleware, meter=services.usage)
+    # Innermost first: the request's record and rate limits need the caller that auth found; CORS answers
+    # preflights before auth asks for credentials; the body cap and the trace id wrap everything.
+    app.add_middleware(
+        RecordMiddleware,
+        meter=services.usage if settings.usage_enabled else None,
+        limiter=services.limiter if services.limiter.enabled else None,
+    )
     if services.limiter.enabled:
         app.add_middleware(RateLimitMiddleware, limiter=services.limiter)
     if services.auth.enabled:

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from starlette.types import Message
 
 from sop_llm.api.errors import install_error_handlers
-from sop_llm.api.middleware.usage import UsageMiddleware
+from sop_llm.api.middleware.record import RecordMiddleware
 from sop_llm.api.openai import chat, embeddings
 from sop_llm.api.openai.responses import routes as responses
 from sop_llm.services.auth.principal import ANONYMOUS, Principal
@@ -29,8 +29,10 @@ class InProcessCaller:
         for module in (chat, embeddings, responses):
             app.include_router(module.router, prefix="/v1")
         install_error_handlers(app)
-        if services.settings.usage_enabled:
-            app.add_middleware(UsageMiddleware, meter=services.usage)
+        # Lines are not rate limited (the batch is, when it is created); each is counted as a request.
+        app.add_middleware(
+            RecordMiddleware, meter=services.usage if services.settings.usage_enabled else None, limiter=None
+        )
         self._app = app
 
     async def __call__(self, owner: str | None, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], str]:

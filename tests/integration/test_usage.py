@@ -225,6 +225,38 @@ def test_background_tasks_count_for_their_owner(deployment: Deployment) -> None:
     assert set(rows) == {"remote", "all-minilm-l6-v2"}  # submitting and polling are not model requests
 
 
+def _finished_task(deployment: Deployment, key: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    submitted = httpx.post(
+        f"{deployment.url}/api/v1/tasks", json={"kind": kind, "payload": payload}, headers=deployment.auth(key)
+    )
+    assert submitted.status_code == 202, submitted.text
+    deadline = time.monotonic() + 60
+    url = f"{deployment.url}/api/v1/tasks/{submitted.json()['id']}"
+    while (shown := httpx.get(url, headers=deployment.auth(key)).json())["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.05)
+    task: dict[str, Any] = shown
+    return task
+
+
+def test_background_tasks_draw_on_their_owners_budget(deployment: Deployment) -> None:
+    owner_id, owner = deployment.key("tasker")
+    _budget(deployment, key_id=owner_id, tokens_per_day=35)  # five answers of 7 tokens
+    generate = {"model": "remote", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 2}
+    done = [_finished_task(deployment, owner, "generate", generate) for _ in range(6)]
+    assert [task["status"] for task in done] == ["completed"] * 5 + ["failed"]
+    assert [task["result"]["usage"]["total_tokens"] for task in done[:5]] == [7] * 5
+    assert done[5]["error"]["code"] == "budget_exceeded", done[5]
+    assert "35 tokens per day" in done[5]["error"]["message"]
+    embed = _finished_task(deployment, owner, "embeddings", {"model": "all-minilm-l6-v2", "texts": ["over budget"]})
+    assert embed["status"] == "failed" and embed["error"]["code"] == "budget_exceeded", embed
+    listed = httpx.get(f"{deployment.url}/api/v1/admin/budgets", headers=deployment.auth(deployment.admin)).json()
+    assert [b["used_today"] for b in listed["budgets"] if b["subject"] == f"key:{owner_id}"] == [35]
+    # The same key over HTTP is refused too: one budget, whichever way the tokens were spent.
+    with pytest.raises(openai.RateLimitError, match="35 tokens per day"):
+        deployment.client(owner).chat.completions.create(**generate)
+
+
 def _budget(deployment: Deployment, **body: Any) -> dict[str, Any]:
     answer = httpx.put(f"{deployment.url}/api/v1/admin/budgets", json=body, headers=deployment.auth(deployment.admin))
     assert answer.status_code == 200, answer.text

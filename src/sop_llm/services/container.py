@@ -46,6 +46,7 @@ from sop_llm.services.tasks.jobs import Job, JobContext, bind_jobs
 from sop_llm.services.tasks.repository import TaskRepository
 from sop_llm.services.tasks.runner import TaskRunner
 from sop_llm.services.tasks.service import TaskService
+from sop_llm.services.usage.accounting import Accounting
 from sop_llm.services.usage.budgets import Budgets, make_counters
 from sop_llm.services.usage.meter import UsageMeter
 
@@ -69,6 +70,7 @@ class Services:
     monitor: Monitor
     usage: UsageMeter
     budgets: Budgets
+    accounting: Accounting
     responses: ResponseStore
     files: FileService
     batches: BatchService
@@ -172,6 +174,10 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
     repository = TaskRepository(sessions, webhook_grace_s=settings.tasks_lease_seconds)
     dispatch = BrokerDispatch(make_broker(settings), settings.tasks_stream) if settings.broker_url else None
     usage = UsageMeter(database, sessions, settings.usage_flush_seconds)
+    budgets = Budgets(
+        sessions, make_counters(settings.redis_url, settings.redis_timeout), settings.budget_cache_seconds
+    )
+    accounting = Accounting(budgets, metrics.observe_tokens)
     files = FileService(sessions, LocalFileStore(settings.files_dir), settings.batch_max_lines)
     batch_repository = BatchRepository(sessions)
     chunk_queue = ChunkQueue(settings, repository, dispatch)
@@ -180,7 +186,10 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
     if worker or dispatch is None:
         counted = usage if settings.usage_enabled else None
         # The task kinds: the task API's, and a batch's chunk (its lines each count as a request of the batch's owner).
-        jobs: dict[str, Job] = {**bind_jobs(JobContext(router, structured, embeddings)), CHUNK_KIND: chunks.run}
+        jobs: dict[str, Job] = {
+            **bind_jobs(JobContext(router, structured, embeddings, accounting)),
+            CHUNK_KIND: chunks.run,
+        }
         runner = TaskRunner(settings, repository, jobs, dispatch, counted)
         chunk_queue.wake = runner.notify
     catalog = PulledCatalog(config, pulled, router, local, deployments, embeddings, metrics)
@@ -203,11 +212,8 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
             metrics, cache, deployments.describe, local, embeddings, repository.counts, batch_repository.overview
         ),
         usage=usage,
-        budgets=Budgets(
-            sessions,
-            make_counters(settings.redis_url, settings.redis_timeout),
-            settings.budget_cache_seconds,
-        ),
+        budgets=budgets,
+        accounting=accounting,
         responses=ResponseStore(sessions, settings.responses_ttl_days),
         files=files,
         batches=BatchService(

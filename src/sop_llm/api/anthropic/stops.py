@@ -5,7 +5,7 @@ answer names the sequence (`stop_reason: "stop_sequence"`, `stop_sequence: "…"
 down: this filter watches the streamed text, holds back a tail that may be the start of a sequence, and at the
 first match ends the answer there and closes the generation (a local model stops within a token, a remote stream
 is closed). The generation's own usage never arrives then; the answer reports an estimate instead (about four
-characters a token, the sequence included), which is also what the caller's token rate limit is charged.
+characters a token, the sequence included), which is also what the request's record is charged.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from sop_llm.api.anthropic.conversation import CHARS_PER_TOKEN
-from sop_llm.api.request_state import record_tokens
 from sop_llm.providers.types import Chunk, Usage
+from sop_llm.services.usage.record import note_tokens
 
 
 class StopSequences:
@@ -59,5 +59,5 @@ class StopSequences:
     def _estimate(self, final_chars: int) -> Usage:
         output = max(1, math.ceil((self._sent_chars + final_chars) / CHARS_PER_TOKEN))
         usage = Usage(self.prompt_estimate, output)
-        record_tokens(usage.total_tokens)
+        note_tokens(usage.prompt_tokens, usage.completion_tokens)
         return usage

@@ -1,7 +1,7 @@
 """Rate limits on every route but liveness, readiness and the docs: keyed by the caller (API key or token subject),
 or by client IP with auth off. A refusal is a 429 with `Retry-After`; every limited answer carries
-`X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds). Tokens are charged after the
-answer, from what the generation reports through `record_tokens` (api/request_state.py)."""
+`X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds). The tokens a request used are
+charged after the answer, from its record (record.py in this folder)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sop_llm.api.errors import error_response
 from sop_llm.api.middleware.auth import METRICS_PATHS, PUBLIC_PATHS
-from sop_llm.api.request_state import begin_token_count, caller_key, end_token_count
+from sop_llm.api.request_state import caller_key
 from sop_llm.infra.errors import AppError, RateLimitedError
 from sop_llm.services.limits.rate_limit import Decision, RateLimiter
 
@@ -59,10 +59,4 @@ class RateLimitMiddleware:
                 message["headers"] = [*message.get("headers", ()), *_headers(decision)]
             await send(message)
 
-        used, token = begin_token_count()
-        try:
-            await self.app(scope, receive, send_with_headers)
-        finally:
-            end_token_count(token)
-            if used:
-                await self.limiter.charge_tokens(caller, sum(used))
+        await self.app(scope, receive, send_with_headers)

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import Response
 
-from sop_llm.api.deps import EmbeddingsDep, ServicesDep
-from sop_llm.api.metering import metered
+from sop_llm.api.deps import ServicesDep
 from sop_llm.api.responses import json_response
 from sop_llm.services.payloads import EmbeddingsBody, SimilarityBody
 
@@ -12,12 +11,12 @@ router = APIRouter(tags=["embeddings"])
 
 
 @router.post("/embeddings")
-async def embeddings(body: EmbeddingsBody, request: Request, services: ServicesDep) -> Response:
+async def embeddings(body: EmbeddingsBody, services: ServicesDep) -> Response:
     manager = services.embeddings
     await services.catalog.ensure(body.model)
-    async with metered(request, services, manager.get(body.model).name, sum(map(len, body.texts))) as charge:
+    async with services.accounting.charged(manager.get(body.model).name, sum(map(len, body.texts))) as charge:
         result = await manager.embed(body.model, body.texts, body.input_type)
-        charge.model, charge.tokens = result.model, result.tokens
+        charge.used(result.tokens, result.model)
     return json_response(
         {
             "model": result.model,
@@ -29,12 +28,17 @@ async def embeddings(body: EmbeddingsBody, request: Request, services: ServicesD
 
 
 @router.post("/similarity")
-async def similarity(body: SimilarityBody, manager: EmbeddingsDep) -> Response:
-    if body.text1 is not None and body.text2 is not None:
-        model, score = await manager.similarity(body.model, body.text1, body.text2)
-        return json_response({"model": model, "similarity": score})
-    assert body.query is not None and body.candidates is not None
-    model, ranked = await manager.rank(body.model, body.query, body.candidates, body.top_k)
+async def similarity(body: SimilarityBody, services: ServicesDep) -> Response:
+    manager = services.embeddings
+    # Similarity reports no token count: it is charged as a request of the model, with no tokens.
+    async with services.accounting.charged(manager.get(body.model).name, 0) as charge:
+        if body.text1 is not None and body.text2 is not None:
+            model, score = await manager.similarity(body.model, body.text1, body.text2)
+            charge.used(0, model)
+            return json_response({"model": model, "similarity": score})
+        assert body.query is not None and body.candidates is not None
+        model, ranked = await manager.rank(body.model, body.query, body.candidates, body.top_k)
+        charge.used(0, model)
     return json_response(
         {
             "model": model,

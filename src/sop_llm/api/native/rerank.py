@@ -16,7 +16,6 @@ from pydantic_core import PydanticCustomError
 from starlette.responses import Response
 
 from sop_llm.api.deps import ServicesDep
-from sop_llm.api.metering import metered
 from sop_llm.api.responses import json_response
 
 router = APIRouter(tags=["rerank"])
@@ -57,9 +56,9 @@ async def rerank(body: RerankBody, request: Request, services: ServicesDep) -> R
     await services.catalog.ensure(body.model)
     model = services.rerank.resolve(body.model)
     pair_chars = len(body.query) * len(documents) + sum(map(len, documents))
-    async with metered(request, services, model, pair_chars) as charge:
+    async with services.accounting.charged(model, pair_chars) as charge:
         ranking = await services.rerank.rerank(model, body.query, documents, body.top_n)
-        charge.tokens = ranking.tokens
+        charge.used(ranking.tokens)
     results = []
     for item in ranking.results:
         result: dict[str, Any] = {"index": item.index, "relevance_score": item.score}

@@ -19,7 +19,6 @@ from starlette.responses import Response
 
 from sop_llm.api.body import documented_body, parse_body
 from sop_llm.api.deps import services_of
-from sop_llm.api.metering import metered
 from sop_llm.api.ollama.keep_alive import apply_keep_alive
 from sop_llm.api.ollama.names import embedding_model
 from sop_llm.api.ollama.protocol import EmbeddingsRequest, EmbedRequest
@@ -74,9 +73,9 @@ async def embeddings(request: Request) -> Response:
 
 
 async def _embedded(request: Request, services: Services, model: str, texts: list[str]) -> Embeddings:
-    async with metered(request, services, model, sum(map(len, texts))) as charge:
+    async with services.accounting.charged(model, sum(map(len, texts))) as charge:
         result = await services.embeddings.embed(model, texts)
-        charge.model, charge.tokens = result.model, result.tokens
+        charge.used(result.tokens, result.model)
     return result
 
 

@@ -10,7 +10,6 @@ from starlette.responses import Response
 
 from sop_llm.api.body import documented_body, parse_body
 from sop_llm.api.deps import services_of
-from sop_llm.api.metering import metered
 from sop_llm.api.openai.protocol import EmbeddingRequest
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import BadRequestError
@@ -26,9 +25,9 @@ async def embeddings(request: Request) -> Response:
     await services.catalog.ensure(body.model)
     model = manager.get(body.model)
     texts = body.texts()
-    async with metered(request, services, model.name, sum(map(len, texts))) as charge:
+    async with services.accounting.charged(model.name, sum(map(len, texts))) as charge:
         result = await manager.embed(model.name, texts)
-        charge.model, charge.tokens = result.model, result.tokens
+        charge.used(result.tokens, result.model)
     dims = int(result.vectors.shape[1])
     if body.dimensions is not None and body.dimensions != dims:
         raise BadRequestError(

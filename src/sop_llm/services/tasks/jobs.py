@@ -1,6 +1,7 @@
 """What a task can do: each kind is a plain `async def` over the same services the HTTP API uses. Payloads were
-validated by the API when the task was accepted. Each notes which model it used and its tokens, for the usage
-tally of the task's owner (the runner records it).
+validated by the API when the task was accepted. Each is charged like the same request over HTTP, through the
+accounting service: held on the budgets of the task's owner before it runs (a task over budget fails with
+`budget_exceeded`), settled after, and noted in the run's record for the owner's usage (the runner records it).
 
 The runner gets its table of kinds from the container: these, bound to their services (`bind_jobs`), and the kinds
 other concerns run as tasks (a batch's chunk), which this package does not know."""
@@ -15,7 +16,7 @@ from sop_llm.services.embeddings.manager import EmbeddingManager
 from sop_llm.services.payloads import EmbeddingsBody, FixBody, GenerateBody, SimilarityBody
 from sop_llm.services.routing.router import ModelRouter
 from sop_llm.services.structured.output import StructuredOutput
-from sop_llm.services.usage.meter import note_usage
+from sop_llm.services.usage.accounting import Accounting
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class JobContext:
     router: ModelRouter
     structured: StructuredOutput
     embeddings: EmbeddingManager
+    accounting: Accounting
 
 
 # What the runner calls: a task's payload in, its result out.
@@ -32,14 +34,14 @@ Job = Callable[[dict[str, Any]], Awaitable[Any]]
 async def generate(payload: dict[str, Any], ctx: JobContext) -> Any:
     body = GenerateBody.model_validate(payload)
     request = body.to_request()
-    model, fallbacks = body.model, body.fallbacks
-    if request.json_mode is None:
-        name, completion = await ctx.router.generate_with_fallback(model, request, fallbacks)
-        verdict = None
-    else:
-        name, completion, outcome = await ctx.structured.generate_json(model, request, fallbacks)
-        verdict = {"value": outcome.value, **outcome.describe()}
-    note_usage(name, completion.usage.prompt_tokens, completion.usage.completion_tokens)
+    async with ctx.accounting.charged_generation(ctx.router.resolve(body.model), request) as charge:
+        if request.json_mode is None:
+            name, completion = await ctx.router.generate_with_fallback(charge.model, request, body.fallbacks)
+            verdict = None
+        else:
+            name, completion, outcome = await ctx.structured.generate_json(charge.model, request, body.fallbacks)
+            verdict = {"value": outcome.value, **outcome.describe()}
+        charge.answered(name, completion.usage)
     result = {
         "model": name,
         "text": completion.text,
@@ -51,21 +53,25 @@ async def generate(payload: dict[str, Any], ctx: JobContext) -> Any:
 
 async def embeddings(payload: dict[str, Any], ctx: JobContext) -> Any:
     body = EmbeddingsBody.model_validate(payload)
-    result = await ctx.embeddings.embed(body.model, body.texts, body.input_type)
-    note_usage(result.model, result.tokens)
+    model = ctx.embeddings.get(body.model).name
+    async with ctx.accounting.charged(model, sum(map(len, body.texts))) as charge:
+        result = await ctx.embeddings.embed(model, body.texts, body.input_type)
+        charge.used(result.tokens, result.model)
     return {"model": result.model, "embeddings": result.vectors.tolist(), "usage": {"prompt_tokens": result.tokens}}
 
 
 async def similarity(payload: dict[str, Any], ctx: JobContext) -> Any:
     body = SimilarityBody.model_validate(payload)
-    if body.text1 is not None and body.text2 is not None:
-        model, score = await ctx.embeddings.similarity(body.model, body.text1, body.text2)
-        note_usage(model)
-        return {"model": model, "similarity": score}
-    assert body.query is not None and body.candidates is not None
-    model, ranked = await ctx.embeddings.rank(body.model, body.query, body.candidates, body.top_k)
-    note_usage(model)
-    return {"model": model, "results": [{"index": r.index, "similarity": r.score} for r in ranked]}
+    # Similarity reports no token count: it is charged as a request of the model, with no tokens.
+    async with ctx.accounting.charged(ctx.embeddings.get(body.model).name, 0) as charge:
+        if body.text1 is not None and body.text2 is not None:
+            model, score = await ctx.embeddings.similarity(body.model, body.text1, body.text2)
+            charge.used(0, model)
+            return {"model": model, "similarity": score}
+        assert body.query is not None and body.candidates is not None
+        model, ranked = await ctx.embeddings.rank(body.model, body.query, body.candidates, body.top_k)
+        charge.used(0, model)
+        return {"model": model, "results": [{"index": r.index, "similarity": r.score} for r in ranked]}
 
 
 async def json_fix(payload: dict[str, Any], ctx: JobContext) -> Any:

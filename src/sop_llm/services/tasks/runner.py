@@ -25,7 +25,8 @@ from sop_llm.services.tasks.broker import BrokerDispatch
 from sop_llm.services.tasks.jobs import Job
 from sop_llm.services.tasks.model import TaskRow, TaskStatus
 from sop_llm.services.tasks.repository import TaskRepository
-from sop_llm.services.usage.meter import UsageMeter, begin_request, end_request
+from sop_llm.services.usage.meter import UsageMeter
+from sop_llm.services.usage.record import opened
 
 WEBHOOK_MAX_ATTEMPTS = 6
 SWEEP_BATCH = 500
@@ -185,25 +186,24 @@ class TaskRunner:
             logger.warning("task {}: could not record the outcome: {}", task_id, exc.message)
 
     async def _attempt(self, row: TaskRow) -> tuple[Any, dict[str, Any] | None, bool]:
-        """(result, error, retryable) of one run of the task's job."""
-        usage, token = begin_request()
-        # Charged to, and shared fairly as, the task's owner; behind interactive requests.
+        """(result, error, retryable) of one run of the task's job, charged to the task's owner: their budgets,
+        their usage, their fair share of the local engine (behind interactive requests)."""
         owner, kind = priority.caller.set(row.owner), priority.work_class.set(WorkClass.TASK)
         started = time.perf_counter()
         outcome: tuple[Any, dict[str, Any] | None, bool] = (None, None, False)
-        try:
-            outcome = await self._jobs[row.kind](row.payload), None, False
-        except AppError as exc:
-            outcome = None, {"code": exc.error_code, "message": exc.message}, exc.retryable
-        except Exception as exc:
-            logger.opt(exception=exc).error("task {} crashed", row.id)
-            outcome = None, {"code": "internal_error", "message": type(exc).__name__}, False
-        finally:
-            end_request(token)
-            priority.caller.reset(owner)
-            priority.work_class.reset(kind)
+        with opened(row.owner) as record:
+            try:
+                outcome = await self._jobs[row.kind](row.payload), None, False
+            except AppError as exc:
+                outcome = None, {"code": exc.error_code, "message": exc.message}, exc.retryable
+            except Exception as exc:
+                logger.opt(exception=exc).error("task {} crashed", row.id)
+                outcome = None, {"code": "internal_error", "message": type(exc).__name__}, False
+            finally:
+                priority.caller.reset(owner)
+                priority.work_class.reset(kind)
         if self._usage is not None:
-            self._usage.record_request(row.owner, usage, outcome[1] is not None, time.perf_counter() - started)
+            self._usage.record_request(record, outcome[1] is not None, time.perf_counter() - started)
         return outcome
 
     async def _deliver_webhook(self, task_id: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sop_llm.infra.backoff import Backoff
 from sop_llm.services.usage.model import UsageRow
+from sop_llm.services.usage.record import RequestRecord
 
 ANONYMOUS_SUBJECT = "anonymous"
 UNKNOWN_MODEL = "-"
@@ -40,46 +40,6 @@ class Tally:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.latency_ms += other.latency_ms
-
-
-@dataclass(slots=True)
-class RequestUsage:
-    """What the request being served used, filled in by the code that ran the model."""
-
-    model: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    failed: bool = False
-
-
-_current: ContextVar[RequestUsage | None] = ContextVar("request_usage", default=None)
-
-
-def begin_request() -> tuple[RequestUsage, object]:
-    usage = RequestUsage()
-    return usage, _current.set(usage)
-
-
-def end_request(token: object) -> None:
-    _current.reset(token)  # type: ignore[arg-type]
-
-
-def note_usage(model: str, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
-    """Charge tokens of `model` to the request being served (a no-op outside a metered request)."""
-    usage = _current.get()
-    if usage is not None:
-        usage.model = model
-        usage.prompt_tokens += prompt_tokens
-        usage.completion_tokens += completion_tokens
-
-
-def note_failure(model: str | None = None) -> None:
-    """The request failed after its answer started (an error event inside a stream)."""
-    usage = _current.get()
-    if usage is not None:
-        usage.failed = True
-        if model is not None and usage.model is None:
-            usage.model = model
 
 
 def today() -> date:
@@ -107,13 +67,13 @@ class UsageMeter:
             self._pending[key] = tally = Tally()
         tally.add(usage)
 
-    def record_request(self, subject: str | None, usage: RequestUsage, failed: bool, seconds: float) -> None:
+    def record_request(self, record: RequestRecord, failed: bool, seconds: float) -> None:
         """One request (or task run) ended: count it for its caller when it reached a model or failed."""
-        failed = failed or usage.failed
-        if usage.model is None and not failed:
+        failed = failed or record.failed
+        if record.model is None and not failed:
             return
-        tally = Tally(1, int(failed), usage.prompt_tokens, usage.completion_tokens, seconds * 1000)
-        self.record(subject or ANONYMOUS_SUBJECT, usage.model or UNKNOWN_MODEL, tally)
+        tally = Tally(1, int(failed), record.prompt_tokens, record.completion_tokens, seconds * 1000)
+        self.record(record.subject or ANONYMOUS_SUBJECT, record.model or UNKNOWN_MODEL, tally)
 
     def start(self) -> None:
         if self._task is None:
