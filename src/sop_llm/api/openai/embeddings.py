@@ -13,6 +13,7 @@ from sop_llm.api.deps import services_of
 from sop_llm.api.openai.protocol import EmbeddingRequest
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import BadRequestError
+from sop_llm.infra.lists import openai_list
 
 router = APIRouter(tags=["openai"])
 
@@ -42,11 +43,5 @@ async def embeddings(request: Request) -> Response:
         ]
     else:
         data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(vectors)]
-    return json_response(
-        {
-            "object": "list",
-            "data": data,
-            "model": result.model,
-            "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
-        }
-    )
+    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+    return json_response(openai_list(data, model=result.model, usage=usage))

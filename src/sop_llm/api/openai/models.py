@@ -10,6 +10,7 @@ from starlette.responses import Response
 from sop_llm.api.deps import ServicesDep
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import ModelNotFoundError
+from sop_llm.infra.lists import openai_list
 from sop_llm.services.container import Services
 
 router = APIRouter(tags=["openai"])
@@ -26,7 +27,7 @@ def _entries(services: Services) -> dict[str, dict[str, Any]]:
 
 @router.get("/models")
 async def list_models(services: ServicesDep) -> Response:
-    return json_response({"object": "list", "data": list(_entries(services).values())})
+    return json_response(openai_list(list(_entries(services).values())))
 
 
 @router.get("/models/{model_id:path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from sop_llm.infra.lists import openai_list
 from sop_llm.services.batches.model import BatchRow
 from sop_llm.services.batches.repository import Progress
 from sop_llm.services.files.model import FileRow
@@ -21,7 +22,7 @@ def batch_view(row: BatchRow, progress: Progress) -> dict[str, Any]:
         "id": row.id,
         "object": "batch",
         "endpoint": row.endpoint,
-        "errors": {"object": "list", "data": row.errors} if row.errors else None,
+        "errors": openai_list(row.errors) if row.errors else None,
         "input_file_id": row.input_file_id,
         "completion_window": row.completion_window,
         "status": row.status,

@@ -17,6 +17,7 @@ from sop_llm.api.deps import ServicesDep
 from sop_llm.api.request_state import principal_of
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import BadRequestError, PayloadTooLargeError
+from sop_llm.infra.lists import openai_page
 from sop_llm.services.batches.views import file_view
 
 router = APIRouter(tags=["batches"])
@@ -93,16 +94,7 @@ async def list_files(
     order: Literal["asc", "desc"] = "desc",
 ) -> Response:
     rows, more = await services.files.search(principal_of(request).subject, purpose, limit, after, order == "desc")
-    data = [file_view(row) for row in rows]
-    return json_response(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": more,
-        }
-    )
+    return json_response(openai_page([file_view(row) for row in rows], has_more=more))
 
 
 @router.get("/files/{file_id}")

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from sop_llm.api.deps import ServicesDep
 from sop_llm.api.request_state import principal_of
 from sop_llm.api.responses import json_response
+from sop_llm.infra.lists import openai_page
 from sop_llm.services.batches.views import batch_view
 
 router = APIRouter(tags=["batches"])
@@ -55,16 +56,7 @@ async def list_batches(
     after: str | None = Query(None, max_length=64),
 ) -> Response:
     found, more = await services.batches.search(principal_of(request).subject, limit, after)
-    data = [batch_view(row, progress) for row, progress in found]
-    return json_response(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": more,
-        }
-    )
+    return json_response(openai_page([batch_view(row, progress) for row, progress in found], has_more=more))
 
 
 @router.post("/batches/{batch_id}/cancel")

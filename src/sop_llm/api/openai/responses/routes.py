@@ -22,6 +22,7 @@ from sop_llm.api.openai.responses.streaming import response_events
 from sop_llm.api.request_state import principal_of
 from sop_llm.api.responses import EventStreamResponse, json_response
 from sop_llm.infra.errors import BadRequestError, UnsupportedFeatureError
+from sop_llm.infra.lists import openai_page
 
 router = APIRouter(tags=["openai"])
 
@@ -91,11 +92,4 @@ def _page(items: list[dict[str, Any]], limit: int, order: str, after: str | None
         if after not in ids:
             raise BadRequestError(f"after: no item '{after[:80]}' in this response's input items", param="after")
         start = ids.index(after) + 1
-    data = ordered[start : start + limit]
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": start + limit < len(ordered),
-    }
+    return openai_page(ordered[start : start + limit], has_more=start + limit < len(ordered))
