@@ -158,11 +158,20 @@ def operation_section(method: str, path: str, operation: Schema, spec: Schema) -
             required = ", required" if body.get("required") else ""
             lines += ["", f"Request body (`{content_type}`{required}){named}:", ""]
             lines += fields_table(resolve(schema, spec), spec)
-    lines += ["", "| Status | Meaning |", "|---|---|"]
+    lines += ["", "| Status | Meaning | Body |", "|---|---|---|"]
     for status, response in operation.get("responses", {}).items():
-        kinds = ", ".join(f"`{kind}`" for kind in response.get("content", {}))
-        lines.append(f"| {status} | {cell(response.get('description', ''))}{' — ' + kinds if kinds else ''} |")
+        bodies = "; ".join(body_cell(kind, media) for kind, media in response.get("content", {}).items())
+        lines.append(f"| {status} | {cell(response.get('description', ''))} | {bodies} |")
     return [*lines, ""]
+
+
+def body_cell(media_type: str, media: Schema) -> str:
+    """A response body: its media type, and the named schema or what the schema says of itself (a stream)."""
+    schema = media.get("schema", {})
+    if "$ref" in schema or "anyOf" in schema:
+        return f"`{media_type}` {type_of(schema)}"
+    said = f": {cell(schema['description'])}" if schema.get("description") else ""
+    return f"`{media_type}`{said}"
 
 
 def render(spec: Schema) -> str:
@@ -175,8 +184,8 @@ def render(spec: Schema) -> str:
         f"Every operation of {info.get('title', 'the service')} {info.get('version', '')}, generated from the app's",
         "`/openapi.json` (`scripts/api_reference.py`; `make docs` fails when this page and the app disagree). "
         "[Endpoints](endpoints.md) says what each one is for; a running service serves the same schema at "
-        "`/openapi.json` and an interactive view at `/docs`. Besides the statuses listed, any operation may answer "
-        "with the service's own errors ([Errors](endpoints.md#errors)).",
+        "`/openapi.json` and an interactive view at `/docs`. `4XX` and `5XX` stand for every client and server error "
+        "status; each API surface answers them in its own error shape ([Errors](endpoints.md#errors)).",
         "",
     ]
     by_tag: dict[str, list[tuple[str, str, Schema]]] = {}
@@ -189,7 +198,7 @@ def render(spec: Schema) -> str:
         lines += [f"## {TAG_TITLES.get(tag, tag)}", ""]
         for method, path, operation in operations:
             lines += operation_section(method, path, operation, spec)
-    lines += ["## Schemas", "", "The request bodies' named parts.", ""]
+    lines += ["## Schemas", "", "The named parts of the request and response bodies.", ""]
     for name, schema in sorted(spec.get("components", {}).get("schemas", {}).items()):
         lines += [f"### {name}", ""]
         if schema.get("description"):

@@ -10,10 +10,12 @@ Our statuses map onto Anthropic's: a rejected body (400 or 422) is 400 `invalid_
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from sop_llm.api.contracts import error_responses
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import AppError, OverloadedError
 from sop_llm.infra.trace import current_trace_id
@@ -30,6 +32,22 @@ _TYPES = {
     504: "timeout_error",
     529: "overloaded_error",
 }
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str = Field(description="`invalid_request_error`, `not_found_error`, `overloaded_error`, …")
+    message: str
+
+
+class AnthropicError(BaseModel):
+    """An error, as Anthropic's API and SDKs know it."""
+
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+    request_id: str
+
+
+ANTHROPIC_ERRORS = error_responses(AnthropicError, "Anthropic's error body (529 when the model is overloaded)")
 
 
 def is_anthropic_path(path: str) -> bool:

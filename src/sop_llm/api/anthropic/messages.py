@@ -10,12 +10,15 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from sop_llm.api.answer_cache import cached_answer, remember_answer
+from sop_llm.api.anthropic.answers import AnthropicMessage, TokenCount
 from sop_llm.api.anthropic.conversation import chat_messages, estimate_tokens, tools_and_choice
+from sop_llm.api.anthropic.errors import ANTHROPIC_ERRORS
 from sop_llm.api.anthropic.protocol import CountTokensRequest, MessagesRequest
 from sop_llm.api.anthropic.replies import collect, message_body, usage_body
 from sop_llm.api.anthropic.stops import StopSequences
 from sop_llm.api.anthropic.streaming import message_events
 from sop_llm.api.body import documented_body, parse_body
+from sop_llm.api.contracts import EVENT_STREAM, answers
 from sop_llm.api.deps import services_of
 from sop_llm.api.disconnect import cancel_on_disconnect
 from sop_llm.api.generation import open_generation_stream, run_generation
@@ -24,7 +27,7 @@ from sop_llm.infra.errors import UnsupportedFeatureError
 from sop_llm.infra.trace import current_trace_id, new_trace_id
 from sop_llm.providers.types import GenerationRequest, JsonMode, Usage
 
-router = APIRouter(tags=["anthropic"])
+router = APIRouter(tags=["anthropic"], responses=ANTHROPIC_ERRORS)
 
 
 def _generation(body: MessagesRequest) -> GenerationRequest:
@@ -43,7 +46,18 @@ def _generation(body: MessagesRequest) -> GenerationRequest:
     )
 
 
-@router.post("/messages", openapi_extra=documented_body(MessagesRequest))
+@router.post(
+    "/messages",
+    openapi_extra=documented_body(MessagesRequest),
+    responses=answers(
+        AnthropicMessage,
+        "The whole message",
+        stream=EVENT_STREAM,
+        stream_description="`stream: true`: `message_start`, then per content block `content_block_start`, "
+        "`content_block_delta`… and `content_block_stop`, then `message_delta` and `message_stop`; an error is an "
+        "`error` event (Anthropic's error body)",
+    ),
+)
 async def create_message(request: Request) -> Response:
     body = await parse_body(request, MessagesRequest)
     if not body.stream and (hit := await cached_answer(request)) is not None:
@@ -77,7 +91,11 @@ async def create_message(request: Request) -> Response:
     return await remember_answer(request, json_response(reply, headers=headers))
 
 
-@router.post("/messages/count_tokens", openapi_extra=documented_body(CountTokensRequest))
+@router.post(
+    "/messages/count_tokens",
+    openapi_extra=documented_body(CountTokensRequest),
+    responses=answers(TokenCount, "The prompt's length in tokens"),
+)
 async def count_tokens(request: Request) -> Response:
     """Local models count exactly: the prompt is rendered with the model's chat template (tool instructions
     included) and tokenized, without taking a generation slot. A local model that cannot tokenize here reads the

@@ -3,14 +3,17 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from sop_llm.api.contracts import answers
 from sop_llm.api.deps import ServicesDep
+from sop_llm.api.native.answers import EmbeddingsAnswer, PairSimilarity, RankedSimilarity
+from sop_llm.api.native.errors import NATIVE_ERRORS
 from sop_llm.api.responses import json_response
 from sop_llm.services.payloads import EmbeddingsBody, SimilarityBody
 
-router = APIRouter(tags=["embeddings"])
+router = APIRouter(tags=["embeddings"], responses=NATIVE_ERRORS)
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", responses=answers(EmbeddingsAnswer, "One vector a text, in order"))
 async def embeddings(body: EmbeddingsBody, services: ServicesDep) -> Response:
     manager = services.embeddings
     await services.catalog.ensure(body.model)
@@ -27,7 +30,12 @@ async def embeddings(body: EmbeddingsBody, services: ServicesDep) -> Response:
     )
 
 
-@router.post("/similarity")
+@router.post(
+    "/similarity",
+    responses=answers(
+        PairSimilarity | RankedSimilarity, "`text1` and `text2`: their similarity; `query`: the candidates ranked"
+    ),
+)
 async def similarity(body: SimilarityBody, services: ServicesDep) -> Response:
     manager = services.embeddings
     # Similarity reports no token count: it is charged as a request of the model, with no tokens.

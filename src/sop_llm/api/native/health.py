@@ -6,13 +6,16 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from sop_llm import __version__
+from sop_llm.api.contracts import answers
 from sop_llm.api.deps import ServicesDep
+from sop_llm.api.native.answers import HealthReport, Readiness
+from sop_llm.api.native.errors import NATIVE_ERRORS
 from sop_llm.api.responses import json_response
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=NATIVE_ERRORS)
 
 
-@router.get("/health")
+@router.get("/health", responses=answers(HealthReport, "The service runs"))
 async def health(services: ServicesDep) -> Response:
     """Liveness with component detail. Answers as soon as the process runs; models may still be loading."""
     ready, states = services.ready()
@@ -40,7 +43,13 @@ async def health(services: ServicesDep) -> Response:
     )
 
 
-@router.get("/health/ready")
+@router.get(
+    "/health/ready",
+    responses={
+        **answers(Readiness, "Every startup model serves"),
+        503: {"model": Readiness, "description": "A startup model does not serve yet (each one's state)"},
+    },
+)
 async def ready(services: ServicesDep) -> Response:
     """200 when the startup models are loaded, else 503 with each model's state."""
     is_ready, states = services.ready()

@@ -8,10 +8,12 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from sop_llm.api.answer_cache import cached_answer, remember_answer
+from sop_llm.api.contracts import EVENT_STREAM, answers
 from sop_llm.api.deps import ServicesDep
 from sop_llm.api.generation import open_generation_stream, run_generation
 from sop_llm.api.internal_error import internal_error
-from sop_llm.api.native.errors import native_body
+from sop_llm.api.native.answers import Generated, LoadState, ModelsOverview
+from sop_llm.api.native.errors import NATIVE_ERRORS, native_body
 from sop_llm.api.request_state import require_admin
 from sop_llm.api.responses import EventStreamResponse, json_response, sse_event
 from sop_llm.infra.errors import AppError, BadRequestError, ModelNotFoundError
@@ -20,10 +22,10 @@ from sop_llm.services.container import Services
 from sop_llm.services.local.load_state import ModelState
 from sop_llm.services.payloads import GenerateBody
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], responses=NATIVE_ERRORS)
 
 
-@router.get("/models")
+@router.get("/models", responses=answers(ModelsOverview, "Every model and the defaults"))
 async def list_models(services: ServicesDep) -> Response:
     return json_response(
         {
@@ -34,7 +36,16 @@ async def list_models(services: ServicesDep) -> Response:
     )
 
 
-@router.post("/models/generate")
+@router.post(
+    "/models/generate",
+    responses=answers(
+        Generated,
+        "The whole answer",
+        stream=EVENT_STREAM,
+        stream_description="`stream: true`: `token` events (`{text}`), then `done` (`{model, finish_reason, usage}`) "
+        "or `error` (the native error body)",
+    ),
+)
 async def generate_text(body: GenerateBody, request: Request, services: ServicesDep) -> Response:
     """With `json_schema`, the answer is schema-valid JSON (or a 422 with every attempt) and `json` says how it
     was obtained: `{"value", "provenance", "attempts", "constraint"}`."""
@@ -74,7 +85,15 @@ async def _native_events(model: str, chunks: AsyncIterator[Chunk]) -> AsyncItera
         yield sse_event(native_body(internal_error(exc, "a stream")), "error")
 
 
-@router.post("/models/{name}/load", status_code=202, dependencies=[Depends(require_admin)])
+@router.post(
+    "/models/{name}/load",
+    status_code=202,
+    dependencies=[Depends(require_admin)],
+    responses={
+        **answers(LoadState, "The model is loading", status=202),
+        **answers(LoadState, "The model was loaded already"),
+    },
+)
 async def load_model(name: str, services: ServicesDep) -> Response:
     """202 while the model loads in the background; 200 when it is loaded already (nothing is loaded twice)."""
     kind, canonical = _local_model(name, services)
@@ -82,7 +101,11 @@ async def load_model(name: str, services: ServicesDep) -> Response:
     return json_response({"name": canonical, "state": state.value}, 200 if state is ModelState.READY else 202)
 
 
-@router.post("/models/{name}/unload", dependencies=[Depends(require_admin)])
+@router.post(
+    "/models/{name}/unload",
+    dependencies=[Depends(require_admin)],
+    responses=answers(LoadState, "The model is unloaded"),
+)
 async def unload_model(name: str, services: ServicesDep) -> Response:
     kind, canonical = _local_model(name, services)
     if kind == "embedding":

@@ -17,7 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import HTMLResponse, Response
 
+from sop_llm.api.contracts import answers, raw_answer
 from sop_llm.api.deps import ServicesDep
+from sop_llm.api.native.answers import Ticket
+from sop_llm.api.native.errors import NATIVE_ERRORS
 from sop_llm.api.request_state import principal_of
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import ForbiddenError
@@ -25,8 +28,8 @@ from sop_llm.services.auth.tickets import TICKET_SECONDS
 from sop_llm.services.container import Services
 from sop_llm.services.usage.meter import today
 
-router = APIRouter(tags=["monitoring"])  # under /api/v1
-root = APIRouter(tags=["monitoring"])  # at the root
+router = APIRouter(tags=["monitoring"], responses=NATIVE_ERRORS)  # under /api/v1
+root = APIRouter(tags=["monitoring"], responses=NATIVE_ERRORS)  # at the root
 
 SNAPSHOT_INTERVAL = 1.0
 USAGE_INTERVAL = 5.0  # today's usage totals (read from the database) are refreshed this often
@@ -35,18 +38,20 @@ USAGE_TOP = 10
 WS_PROTOCOL = "sop-llm"
 
 
-@root.get("/metrics")
+@root.get(
+    "/metrics", response_class=Response, responses=raw_answer("text/plain", "The metrics in Prometheus' text format")
+)
 async def metrics(services: ServicesDep) -> Response:
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@root.get("/dashboard")
+@root.get("/dashboard", response_class=Response, responses=raw_answer("text/html", "The dashboard page"))
 async def dashboard() -> HTMLResponse:
     page = resources.files("sop_llm.api").joinpath("static/dashboard.html").read_text(encoding="utf-8")
     return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
 
-@router.post("/monitoring/ticket")
+@router.post("/monitoring/ticket", responses=answers(Ticket, "A single-use ticket"))
 async def ticket(request: Request, services: ServicesDep) -> Response:
     """A ticket good for opening one monitoring WebSocket (`?ticket=…`) within 30 seconds."""
     principal = principal_of(request)

@@ -12,9 +12,11 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from sop_llm.api.contracts import EVENT_STREAM, answers
 from sop_llm.api.deps import ServicesDep
 from sop_llm.api.internal_error import internal_error
-from sop_llm.api.native.errors import native_body
+from sop_llm.api.native.answers import PulledModel, PulledModelDeleted, PulledModels
+from sop_llm.api.native.errors import NATIVE_ERRORS, native_body
 from sop_llm.api.request_state import require_admin
 from sop_llm.api.responses import EventStreamResponse, json_response, sse_event
 from sop_llm.infra.errors import AppError
@@ -22,7 +24,7 @@ from sop_llm.services.container import Services
 from sop_llm.services.models.model import PulledModelRow
 from sop_llm.services.models.progress import PullDone, PullProgress
 
-router = APIRouter(tags=["models"], dependencies=[Depends(require_admin)])
+router = APIRouter(tags=["models"], dependencies=[Depends(require_admin)], responses=NATIVE_ERRORS)
 
 
 class PullBody(BaseModel):
@@ -57,7 +59,16 @@ def serve(services: Services, row: PulledModelRow) -> None:
         services.catalog.register(row)
 
 
-@router.post("/models/pull")
+@router.post(
+    "/models/pull",
+    responses=answers(
+        PulledModel,
+        "`stream: false`: the pulled model, served from now on",
+        stream=EVENT_STREAM,
+        stream_description="`progress` events (`{stage, file, completed, total, pull_completed, pull_total}`), then "
+        "`done` (the pulled model) or `error` (the native error body)",
+    ),
+)
 async def pull(body: PullBody, services: ServicesDep) -> Response:
     """Errors found before any byte moves (no such repository 404, no such quantization 400) are plain HTTP errors;
     later ones end the stream with an `error` event. Closing the stream stops the pull; the next one resumes it."""
@@ -116,13 +127,13 @@ def _event(services: Services, event: PullProgress | PullDone) -> bytes:
     )
 
 
-@router.get("/models/pulled")
+@router.get("/models/pulled", responses=answers(PulledModels, "Every pulled model"))
 async def pulled(services: ServicesDep) -> Response:
     rows = await services.catalog.registry.list()
     return json_response({"models": [described(row) for row in rows]})
 
 
-@router.delete("/models/{name:path}")
+@router.delete("/models/{name:path}", responses=answers(PulledModelDeleted, "The model is gone"))
 async def delete(name: str, services: ServicesDep) -> Response:
     """Stop serving a pulled model and delete its files (those another pulled model uses stay)."""
     removal = await services.catalog.remove(name)

@@ -8,14 +8,17 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
+from sop_llm.api.contracts import answers
 from sop_llm.api.deps import ServicesDep
+from sop_llm.api.native.answers import Task, TaskPage
+from sop_llm.api.native.errors import NATIVE_ERRORS
 from sop_llm.api.request_state import principal_of
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import BadRequestError, RequestValidationFailed
 from sop_llm.services.payloads import EmbeddingsBody, FixBody, GenerateBody, SimilarityBody
 from sop_llm.services.tasks.views import task_view
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], responses=NATIVE_ERRORS)
 
 # Each kind's payload is the body of the matching synchronous endpoint.
 PAYLOADS: dict[str, type[BaseModel]] = {
@@ -48,7 +51,14 @@ def _validated_payload(body: TaskBody) -> dict[str, Any]:
     return payload.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-@router.post("/tasks", status_code=202)
+@router.post(
+    "/tasks",
+    status_code=202,
+    responses={
+        **answers(Task, "The task is queued", status=202),
+        **answers(Task, "The task of this `idempotency_key`, made before"),
+    },
+)
 async def create_task(body: TaskBody, request: Request, services: ServicesDep) -> Response:
     principal = principal_of(request)
     row, created = await services.tasks.submit(
@@ -61,12 +71,12 @@ async def create_task(body: TaskBody, request: Request, services: ServicesDep) -
     return json_response(task_view(row), 202 if created else 200)
 
 
-@router.get("/tasks/{task_id}")
+@router.get("/tasks/{task_id}", responses=answers(Task, "The task"))
 async def get_task(task_id: str, request: Request, services: ServicesDep) -> Response:
     return json_response(task_view(await services.tasks.get(task_id, principal_of(request))))
 
 
-@router.get("/tasks")
+@router.get("/tasks", responses=answers(TaskPage, "A page of tasks, newest first"))
 async def list_tasks(
     request: Request,
     services: ServicesDep,
@@ -79,6 +89,6 @@ async def list_tasks(
     return json_response({"tasks": [task_view(r) for r in rows], "total": total, "limit": limit, "offset": offset})
 
 
-@router.delete("/tasks/{task_id}")
+@router.delete("/tasks/{task_id}", responses=answers(Task, "The task, cancelled"))
 async def cancel_task(task_id: str, request: Request, services: ServicesDep) -> Response:
     return json_response(task_view(await services.tasks.cancel(task_id, principal_of(request))))

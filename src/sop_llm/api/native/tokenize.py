@@ -14,7 +14,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
 
+from sop_llm.api.contracts import answers
 from sop_llm.api.deps import ServicesDep
+from sop_llm.api.native.answers import Detokenized, Tokenized
+from sop_llm.api.native.errors import NATIVE_ERRORS
 from sop_llm.api.openai.protocol import Message
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import UnsupportedFeatureError
@@ -22,7 +25,7 @@ from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.types import GenerationRequest
 from sop_llm.services.container import Services
 
-router = APIRouter(tags=["tokenize"])
+router = APIRouter(tags=["tokenize"], responses=NATIVE_ERRORS)
 
 
 class TokenizeBody(BaseModel):
@@ -61,7 +64,7 @@ async def _local(services: Services, model: str | None) -> tuple[str, Generation
     return name, await services.local.ready_provider(name)
 
 
-@router.post("/tokenize")
+@router.post("/tokenize", responses=answers(Tokenized, "The token ids"))
 async def tokenize(body: TokenizeBody, services: ServicesDep) -> Response:
     name, provider = await _local(services, body.model)
     tokens = await provider.tokenize(body.request(), special=body.add_special_tokens)
@@ -74,7 +77,7 @@ async def tokenize(body: TokenizeBody, services: ServicesDep) -> Response:
     return json_response(answer)
 
 
-@router.post("/detokenize")
+@router.post("/detokenize", responses=answers(Detokenized, "The text of the token ids"))
 async def detokenize(body: DetokenizeBody, services: ServicesDep) -> Response:
     name, provider = await _local(services, body.model)
     return json_response({"model": name, "prompt": await provider.detokenize(body.tokens)})

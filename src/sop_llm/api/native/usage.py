@@ -12,15 +12,18 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
 
+from sop_llm.api.contracts import answers
 from sop_llm.api.deps import ServicesDep
+from sop_llm.api.native.answers import Budget, BudgetRemoved, Budgets, UsageReport
+from sop_llm.api.native.errors import NATIVE_ERRORS
 from sop_llm.api.request_state import principal_of, require_admin
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import BadRequestError, ForbiddenError
 from sop_llm.services.usage.meter import ANONYMOUS_SUBJECT
 from sop_llm.services.usage.model import EVERY_MODEL
 
-router = APIRouter(tags=["usage"])
-admin = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(tags=["usage"], responses=NATIVE_ERRORS)
+admin = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)], responses=NATIVE_ERRORS)
 
 CSV_COLUMNS = (
     "day",
@@ -36,7 +39,16 @@ CSV_COLUMNS = (
 TOTAL_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens")
 
 
-@router.get("/usage")
+@router.get(
+    "/usage",
+    responses={
+        200: {
+            "model": UsageReport,
+            "description": "Rows per caller, model and day, with totals; `format=csv`: the rows as CSV",
+            "content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}},  # the model's, then CSV
+        }
+    },
+)
 async def usage(
     request: Request,
     services: ServicesDep,
@@ -96,12 +108,12 @@ def _budget_subject(subject: str) -> str:
     return subject
 
 
-@admin.get("/admin/budgets")
+@admin.get("/admin/budgets", responses=answers(Budgets, "Every budget (or one caller's), with what is used"))
 async def list_budgets(services: ServicesDep, subject: Annotated[str | None, Query(max_length=160)] = None) -> Response:
     return json_response({"budgets": await services.budgets.describe(subject)})
 
 
-@admin.put("/admin/budgets")
+@admin.put("/admin/budgets", responses=answers(Budget, "The budget as it now is"))
 async def set_budget(body: BudgetBody, services: ServicesDep) -> Response:
     subject = _budget_subject(body.caller())
     await services.budgets.set(subject, body.model, body.tokens_per_day, body.tokens_per_month)
@@ -109,7 +121,7 @@ async def set_budget(body: BudgetBody, services: ServicesDep) -> Response:
     return json_response(next(view for view in views if view["model"] == body.model))
 
 
-@admin.delete("/admin/budgets")
+@admin.delete("/admin/budgets", responses=answers(BudgetRemoved, "The budget is gone"))
 async def remove_budget(
     services: ServicesDep,
     subject: Annotated[str, Query(min_length=1, max_length=160)],

@@ -18,7 +18,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from sop_llm.api.body import documented_body, parse_body
+from sop_llm.api.contracts import answers
 from sop_llm.api.deps import services_of
+from sop_llm.api.ollama.answers import Embed, LegacyEmbedding
+from sop_llm.api.ollama.errors import OLLAMA_ERRORS
 from sop_llm.api.ollama.keep_alive import apply_keep_alive
 from sop_llm.api.ollama.names import embedding_model
 from sop_llm.api.ollama.protocol import EmbeddingsRequest, EmbedRequest
@@ -30,11 +33,13 @@ from sop_llm.services.embeddings.manager import Embeddings
 if TYPE_CHECKING:
     import numpy as np
 
-router = APIRouter(tags=["ollama"])
+router = APIRouter(tags=["ollama"], responses=OLLAMA_ERRORS)
 SPECIAL_TOKENS = 4  # room left for the start, end and separator tokens a model adds around a text
 
 
-@router.post("/embed", openapi_extra=documented_body(EmbedRequest))
+@router.post(
+    "/embed", openapi_extra=documented_body(EmbedRequest), responses=answers(Embed, "One vector an input, in order")
+)
 async def embed(request: Request) -> Response:
     started = time.perf_counter_ns()
     body = await parse_body(request, EmbedRequest)
@@ -59,7 +64,11 @@ async def embed(request: Request) -> Response:
     )
 
 
-@router.post("/embeddings", openapi_extra=documented_body(EmbeddingsRequest))
+@router.post(
+    "/embeddings",
+    openapi_extra=documented_body(EmbeddingsRequest),
+    responses=answers(LegacyEmbedding, "The prompt's vector (empty for an empty prompt)"),
+)
 async def embeddings(request: Request) -> Response:
     body = await parse_body(request, EmbeddingsRequest)
     services = services_of(request)

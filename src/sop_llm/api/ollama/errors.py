@@ -8,12 +8,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.responses import Response
 
+from sop_llm.api.contracts import error_responses
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import AppError, RequestValidationFailed
 
 _NATIVE_PREFIX = "/api/v1"
+
+
+class OllamaError(BaseModel):
+    """An error, as Ollama's clients read it."""
+
+    error: str
+
+
+OLLAMA_ERRORS = error_responses(OllamaError, "Ollama's error body")
 
 
 def is_ollama_path(path: str) -> bool:

@@ -14,9 +14,11 @@ from starlette.responses import Response
 
 from sop_llm.api.answer_cache import cached_answer, remember_answer
 from sop_llm.api.body import documented_body, parse_body
+from sop_llm.api.contracts import NDJSON, answers
 from sop_llm.api.deps import services_of
 from sop_llm.api.disconnect import cancel_on_disconnect
 from sop_llm.api.generation import open_generation_stream
+from sop_llm.api.ollama.answers import ChatAnswer, GenerateAnswer
 from sop_llm.api.ollama.conversation import (
     chat_messages,
     generate_prompt,
@@ -24,6 +26,7 @@ from sop_llm.api.ollama.conversation import (
     refuse_thinking,
     tools_and_choice,
 )
+from sop_llm.api.ollama.errors import OLLAMA_ERRORS
 from sop_llm.api.ollama.frames import Reply, answer_frames, whole_answer
 from sop_llm.api.ollama.keep_alive import apply_keep_alive
 from sop_llm.api.ollama.names import generation_model
@@ -34,10 +37,20 @@ from sop_llm.api.responses import json_response
 from sop_llm.providers.types import GenerationRequest
 from sop_llm.services.container import Services
 
-router = APIRouter(tags=["ollama"])
+router = APIRouter(tags=["ollama"], responses=OLLAMA_ERRORS)
 
 
-@router.post("/chat", openapi_extra=documented_body(ChatRequest))
+@router.post(
+    "/chat",
+    openapi_extra=documented_body(ChatRequest),
+    responses=answers(
+        ChatAnswer,
+        "`stream: false`: the whole answer (or the answer to a load or unload request)",
+        stream=NDJSON,
+        stream_description="`stream` (the default): one JSON object a line, each like the whole answer, the last "
+        'with `done: true`; an error is a last line `{"error": …}`',
+    ),
+)
 async def chat(request: Request) -> Response:
     started = time.perf_counter_ns()
     body = await parse_body(request, ChatRequest)
@@ -61,7 +74,17 @@ async def chat(request: Request) -> Response:
     return await _answer(request, services, model, gen, reply, body.streaming)
 
 
-@router.post("/generate", openapi_extra=documented_body(GenerateRequest))
+@router.post(
+    "/generate",
+    openapi_extra=documented_body(GenerateRequest),
+    responses=answers(
+        GenerateAnswer,
+        "`stream: false`: the whole answer (or the answer to a load or unload request)",
+        stream=NDJSON,
+        stream_description="`stream` (the default): one JSON object a line, each like the whole answer, the last "
+        'with `done: true`; an error is a last line `{"error": …}`',
+    ),
+)
 async def generate(request: Request) -> Response:
     started = time.perf_counter_ns()
     body = await parse_body(request, GenerateRequest)

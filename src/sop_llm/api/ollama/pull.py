@@ -15,8 +15,11 @@ from pydantic import Field
 from starlette.responses import Response
 
 from sop_llm.api.body import documented_body, parse_body
+from sop_llm.api.contracts import NDJSON, answers
 from sop_llm.api.deps import services_of
 from sop_llm.api.native.pull import serve, until_resolved
+from sop_llm.api.ollama.answers import PullStatus
+from sop_llm.api.ollama.errors import OLLAMA_ERRORS
 from sop_llm.api.ollama.names import not_found
 from sop_llm.api.ollama.protocol import _Tolerant
 from sop_llm.api.ollama.streaming import NDJSONResponse, ndjson_lines
@@ -26,7 +29,7 @@ from sop_llm.infra.errors import BadRequestError, NotFoundError
 from sop_llm.services.container import Services
 from sop_llm.services.models.progress import PullDone, PullProgress
 
-router = APIRouter(tags=["ollama"], dependencies=[Depends(require_admin)])
+router = APIRouter(tags=["ollama"], dependencies=[Depends(require_admin)], responses=OLLAMA_ERRORS)
 
 
 class PullRequest(_Tolerant):
@@ -45,7 +48,17 @@ class DeleteRequest(PullRequest):
     pass
 
 
-@router.post("/pull", openapi_extra=documented_body(PullRequest))
+@router.post(
+    "/pull",
+    openapi_extra=documented_body(PullRequest),
+    responses=answers(
+        PullStatus,
+        '`stream: false`: `{"status": "success"}` once the model is pulled',
+        stream=NDJSON,
+        stream_description="`stream` (the default): one status object a line (`pulling manifest`, `pulling <digest>` "
+        'with `digest`, `total`, `completed`, …, `success`); an error is a last line `{"error": …}`',
+    ),
+)
 async def pull(request: Request) -> Response:
     body = await parse_body(request, PullRequest)
     services = services_of(request)
@@ -89,7 +102,12 @@ def _frame(services: Services, event: PullProgress | PullDone) -> dict[str, Any]
     }
 
 
-@router.delete("/delete", openapi_extra=documented_body(DeleteRequest))
+@router.delete(
+    "/delete",
+    openapi_extra=documented_body(DeleteRequest),
+    response_class=Response,
+    response_description="The model is deleted (an empty body)",
+)
 async def delete(request: Request) -> Response:
     body = await parse_body(request, DeleteRequest)
     services = services_of(request)

@@ -12,8 +12,11 @@ from starlette.responses import Response
 
 from sop_llm.api.answer_cache import cached_answer, remember_answer
 from sop_llm.api.body import documented_body, parse_body
+from sop_llm.api.contracts import EVENT_STREAM, answers
 from sop_llm.api.deps import ServicesDep, services_of
 from sop_llm.api.generation import open_generation_stream, run_generation
+from sop_llm.api.openai.answers import ChatCompletion, TextCompletion
+from sop_llm.api.openai.errors import OPENAI_ERRORS
 from sop_llm.api.openai.logprobs import chat_logprobs, completion_logprobs
 from sop_llm.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 from sop_llm.api.openai.streaming import JSON_VERDICT_FIELD, openai_events
@@ -22,7 +25,7 @@ from sop_llm.infra.trace import new_trace_id
 from sop_llm.providers.types import SEED_MAX, Chunk, Completion, GenerationRequest, Usage
 from sop_llm.services.container import Services
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], responses=OPENAI_ERRORS)
 
 
 def _chat_request(body: ChatCompletionRequest, default_max: int) -> GenerationRequest:
@@ -84,7 +87,17 @@ def _usage(completions: list[Completion], prompts: int = 1) -> dict[str, Any]:
     return Usage(prompt_tokens, sum(c.usage.completion_tokens for c in completions), cached).as_openai_dict()
 
 
-@router.post("/chat/completions", openapi_extra=documented_body(ChatCompletionRequest))
+@router.post(
+    "/chat/completions",
+    openapi_extra=documented_body(ChatCompletionRequest),
+    responses=answers(
+        ChatCompletion,
+        "The whole answer",
+        stream=EVENT_STREAM,
+        stream_description="`stream: true`: `data: <chat.completion.chunk>` events, then `data: [DONE]`; an error "
+        'after the first event is `data: {"error": …}` (OpenAI\'s error body) before `[DONE]`',
+    ),
+)
 async def chat_completions(request: Request) -> Response:
     body = await parse_body(request, ChatCompletionRequest)
     body.choices()  # refuse what cannot be served before anything runs
@@ -137,7 +150,16 @@ def _chat_choice(index: int, completion: Completion) -> dict[str, Any]:
     }
 
 
-@router.post("/completions")
+@router.post(
+    "/completions",
+    responses=answers(
+        TextCompletion,
+        "The whole answer",
+        stream=EVENT_STREAM,
+        stream_description="`stream: true`: `data: <text_completion>` events, then `data: [DONE]`; an error after "
+        'the first event is `data: {"error": …}` (OpenAI\'s error body) before `[DONE]`',
+    ),
+)
 async def completions(body: CompletionRequest, request: Request, services: ServicesDep) -> Response:
     body.choices()
     gens = [

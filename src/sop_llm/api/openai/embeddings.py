@@ -9,16 +9,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sop_llm.api.body import documented_body, parse_body
+from sop_llm.api.contracts import answers
 from sop_llm.api.deps import services_of
+from sop_llm.api.openai.answers import EmbeddingList
+from sop_llm.api.openai.errors import OPENAI_ERRORS
 from sop_llm.api.openai.protocol import EmbeddingRequest
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import BadRequestError
 from sop_llm.infra.lists import openai_list
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], responses=OPENAI_ERRORS)
 
 
-@router.post("/embeddings", openapi_extra=documented_body(EmbeddingRequest))
+@router.post(
+    "/embeddings",
+    openapi_extra=documented_body(EmbeddingRequest),
+    responses=answers(EmbeddingList, "One embedding a text, in order"),
+)
 async def embeddings(request: Request) -> Response:
     body = await parse_body(request, EmbeddingRequest)
     services = services_of(request)

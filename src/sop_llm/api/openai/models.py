@@ -7,13 +7,16 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from sop_llm.api.contracts import answers
 from sop_llm.api.deps import ServicesDep
+from sop_llm.api.openai.answers import ModelList, ModelObject
+from sop_llm.api.openai.errors import OPENAI_ERRORS
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import ModelNotFoundError
 from sop_llm.infra.lists import openai_list
 from sop_llm.services.container import Services
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], responses=OPENAI_ERRORS)
 
 
 def _entries(services: Services) -> dict[str, dict[str, Any]]:
@@ -25,12 +28,12 @@ def _entries(services: Services) -> dict[str, dict[str, Any]]:
     return entries
 
 
-@router.get("/models")
+@router.get("/models", responses=answers(ModelList, "Every model and alias"))
 async def list_models(services: ServicesDep) -> Response:
     return json_response(openai_list(list(_entries(services).values())))
 
 
-@router.get("/models/{model_id:path}")
+@router.get("/models/{model_id:path}", responses=answers(ModelObject, "The model"))
 async def get_model(model_id: str, services: ServicesDep) -> Response:
     entry = _entries(services).get(model_id)
     if entry is None:

@@ -13,14 +13,17 @@ from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
+from sop_llm.api.contracts import answers, raw_answer
 from sop_llm.api.deps import ServicesDep
+from sop_llm.api.openai.answers import Deleted, FileList, FileObject
+from sop_llm.api.openai.errors import OPENAI_ERRORS
 from sop_llm.api.request_state import principal_of
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import BadRequestError, PayloadTooLargeError
 from sop_llm.infra.lists import openai_page
 from sop_llm.services.batches.views import file_view
 
-router = APIRouter(tags=["batches"])
+router = APIRouter(tags=["batches"], responses=OPENAI_ERRORS)
 
 COPY_CHUNK = 1024 * 1024
 
@@ -44,7 +47,7 @@ UPLOAD_FORM = {
 }
 
 
-@router.post("/files", openapi_extra=UPLOAD_FORM)
+@router.post("/files", openapi_extra=UPLOAD_FORM, responses=answers(FileObject, "The stored file"))
 async def upload_file(request: Request, services: ServicesDep) -> Response:
     """Multipart form: `file` (a JSONL file, one request per line) and `purpose` (`batch`)."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -84,7 +87,7 @@ async def upload_file(request: Request, services: ServicesDep) -> Response:
     return json_response(file_view(row))
 
 
-@router.get("/files")
+@router.get("/files", responses=answers(FileList, "A page of files"))
 async def list_files(
     request: Request,
     services: ServicesDep,
@@ -97,12 +100,18 @@ async def list_files(
     return json_response(openai_page([file_view(row) for row in rows], has_more=more))
 
 
-@router.get("/files/{file_id}")
+@router.get("/files/{file_id}", responses=answers(FileObject, "The file"))
 async def get_file(file_id: str, request: Request, services: ServicesDep) -> Response:
     return json_response(file_view(await services.files.get(file_id, principal_of(request).subject)))
 
 
-@router.get("/files/{file_id}/content")
+@router.get(
+    "/files/{file_id}/content",
+    response_class=Response,
+    responses=raw_answer(
+        "application/octet-stream", "The file's bytes (JSONL)", {"type": "string", "format": "binary"}
+    ),
+)
 async def file_content(file_id: str, request: Request, services: ServicesDep) -> Response:
     row, pieces = await services.files.content(file_id, principal_of(request).subject)
     return StreamingResponse(
@@ -120,7 +129,7 @@ def _safe(filename: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", filename) or "file"
 
 
-@router.delete("/files/{file_id}")
+@router.delete("/files/{file_id}", responses=answers(Deleted, "The file is gone"))
 async def delete_file(file_id: str, request: Request, services: ServicesDep) -> Response:
     await services.files.delete(file_id, principal_of(request).subject)
     return json_response({"id": file_id, "object": "file", "deleted": True})

@@ -9,13 +9,16 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
+from sop_llm.api.contracts import answers
 from sop_llm.api.deps import ServicesDep
+from sop_llm.api.openai.answers import BatchList, BatchObject
+from sop_llm.api.openai.errors import OPENAI_ERRORS
 from sop_llm.api.request_state import principal_of
 from sop_llm.api.responses import json_response
 from sop_llm.infra.lists import openai_page
 from sop_llm.services.batches.views import batch_view
 
-router = APIRouter(tags=["batches"])
+router = APIRouter(tags=["batches"], responses=OPENAI_ERRORS)
 
 
 class BatchBody(BaseModel):
@@ -35,7 +38,7 @@ class BatchBody(BaseModel):
         return value
 
 
-@router.post("/batches")
+@router.post("/batches", responses=answers(BatchObject, "The batch, validated and queued"))
 async def create_batch(body: BatchBody, request: Request, services: ServicesDep) -> Response:
     row, progress = await services.batches.create(
         body.input_file_id, body.endpoint, body.completion_window, body.metadata, principal_of(request).subject
@@ -43,12 +46,12 @@ async def create_batch(body: BatchBody, request: Request, services: ServicesDep)
     return json_response(batch_view(row, progress))
 
 
-@router.get("/batches/{batch_id}")
+@router.get("/batches/{batch_id}", responses=answers(BatchObject, "The batch"))
 async def get_batch(batch_id: str, request: Request, services: ServicesDep) -> Response:
     return json_response(batch_view(*await services.batches.get(batch_id, principal_of(request).subject)))
 
 
-@router.get("/batches")
+@router.get("/batches", responses=answers(BatchList, "A page of batches, newest first"))
 async def list_batches(
     request: Request,
     services: ServicesDep,
@@ -59,6 +62,6 @@ async def list_batches(
     return json_response(openai_page([batch_view(row, progress) for row, progress in found], has_more=more))
 
 
-@router.post("/batches/{batch_id}/cancel")
+@router.post("/batches/{batch_id}/cancel", responses=answers(BatchObject, "The batch, cancelling"))
 async def cancel_batch(batch_id: str, request: Request, services: ServicesDep) -> Response:
     return json_response(batch_view(*await services.batches.cancel(batch_id, principal_of(request).subject)))

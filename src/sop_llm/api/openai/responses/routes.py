@@ -12,8 +12,11 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from sop_llm.api.body import documented_body, parse_body
+from sop_llm.api.contracts import EVENT_STREAM, answers
 from sop_llm.api.deps import ServicesDep, services_of
 from sop_llm.api.generation import open_generation_stream, run_generation
+from sop_llm.api.openai.answers import Deleted, InputItemList, ResponseObject
+from sop_llm.api.openai.errors import OPENAI_ERRORS
 from sop_llm.api.openai.responses.conversation import generation_request
 from sop_llm.api.openai.responses.items import input_items
 from sop_llm.api.openai.responses.output import ResponseDraft, completion_output
@@ -24,10 +27,20 @@ from sop_llm.api.responses import EventStreamResponse, json_response
 from sop_llm.infra.errors import BadRequestError, UnsupportedFeatureError
 from sop_llm.infra.lists import openai_page
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], responses=OPENAI_ERRORS)
 
 
-@router.post("/responses", openapi_extra=documented_body(ResponseCreateRequest))
+@router.post(
+    "/responses",
+    openapi_extra=documented_body(ResponseCreateRequest),
+    responses=answers(
+        ResponseObject,
+        "The response",
+        stream=EVENT_STREAM,
+        stream_description="`stream: true`: typed events (`event: response.created` … `response.completed`, or "
+        "`response.failed`), each `data` a JSON object with its `type` and `sequence_number`",
+    ),
+)
 async def create_response(request: Request) -> Response:
     body = await parse_body(request, ResponseCreateRequest)
     body.check_supported()
@@ -53,7 +66,7 @@ async def create_response(request: Request) -> Response:
     return json_response(reply)
 
 
-@router.get("/responses/{response_id}")
+@router.get("/responses/{response_id}", responses=answers(ResponseObject, "The stored response"))
 async def get_response(response_id: str, request: Request, services: ServicesDep, stream: bool = False) -> Response:
     if stream:
         raise UnsupportedFeatureError(
@@ -63,13 +76,13 @@ async def get_response(response_id: str, request: Request, services: ServicesDep
     return json_response(row.body)
 
 
-@router.delete("/responses/{response_id}")
+@router.delete("/responses/{response_id}", responses=answers(Deleted, "The response is gone"))
 async def delete_response(response_id: str, request: Request, services: ServicesDep) -> Response:
     await services.responses.delete(response_id, principal_of(request).subject)
     return json_response({"id": response_id, "object": "response", "deleted": True})
 
 
-@router.get("/responses/{response_id}/input_items")
+@router.get("/responses/{response_id}/input_items", responses=answers(InputItemList, "A page of the input items"))
 async def list_input_items(
     response_id: str,
     request: Request,
