@@ -72,42 +72,8 @@ class GenerationProvider(ABC):
         raise UnsupportedFeatureError(f"model '{self.name}' cannot detokenize here: only llamacpp models can")
 
 
-class EmbeddingProvider(ABC):
-    """Encodes batches of texts into L2-normalised float32 vectors."""
-
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.EMBEDDINGS})
-
-    def __init__(self, name: str, model: EmbeddingModelConfig, provider: ProviderConfig) -> None:
-        self.name = name
-        self.model_config = model
-        self.provider_config = provider
-
-    @property
-    @abstractmethod
-    def dimensions(self) -> int: ...
-
-    @property
-    @abstractmethod
-    def max_input_tokens(self) -> int: ...
-
-    @abstractmethod
-    def load_blocking(self) -> None:
-        """Load the model; called in a worker thread."""
-
-    @abstractmethod
-    def encode_blocking(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        """Encode texts in one batch; returns (vectors [n, dims] float32 normalised, token counts).
-
-        Called in a worker thread, never concurrently with itself.
-        """
-
-    def close_blocking(self) -> None:  # noqa: B027
-        """Release the model."""
-
-
-class RerankProvider(ABC):
-    """Scores how relevant each document is to a query by reading the two together (a cross-encoder). Configured
-    in embeddings.yaml and loaded, unloaded and listed like an embedding model, but it produces no vectors."""
+class EncoderProvider(ABC):
+    """A model configured in embeddings.yaml: loaded, used and released on one worker thread of its own."""
 
     def __init__(self, name: str, model: EmbeddingModelConfig, provider: ProviderConfig) -> None:
         self.name = name
@@ -117,11 +83,37 @@ class RerankProvider(ABC):
     @property
     @abstractmethod
     def max_input_tokens(self) -> int:
-        """Query and document together; longer pairs are truncated (the longer text first)."""
+        """The longest input it reads; longer ones are truncated."""
 
     @abstractmethod
     def load_blocking(self) -> None:
         """Load the model; called in a worker thread."""
+
+    def close_blocking(self) -> None:  # noqa: B027
+        """Release the model."""
+
+
+class EmbeddingProvider(EncoderProvider):
+    """Encodes batches of texts into L2-normalised float32 vectors."""
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.EMBEDDINGS})
+
+    @property
+    @abstractmethod
+    def dimensions(self) -> int: ...
+
+    @abstractmethod
+    def encode_blocking(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Encode texts in one batch; returns (vectors [n, dims] float32 normalised, token counts).
+
+        Called in a worker thread, never concurrently with itself.
+        """
+
+
+class RerankProvider(EncoderProvider):
+    """Scores how relevant each document is to a query by reading the two together (a cross-encoder). Configured
+    in embeddings.yaml and loaded, unloaded and listed like an embedding model, but it produces no vectors. Its
+    `max_input_tokens` counts query and document together; longer pairs are truncated (the longer text first)."""
 
     @abstractmethod
     def score_blocking(self, query: str, documents: list[str]) -> tuple[np.ndarray, list[int]]:
@@ -130,6 +122,3 @@ class RerankProvider(ABC):
 
         Called in a worker thread, never concurrently with itself.
         """
-
-    def close_blocking(self) -> None:  # noqa: B027
-        """Release the model."""
