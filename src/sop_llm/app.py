@@ -183,7 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(anthropic_messages.router, prefix="/v1")
     for module in (ollama_models, ollama_generation, ollama_embeddings, ollama_pull):
         app.include_router(module.router, prefix="/api")  # Ollama's paths
-    app.include_router(native_rerank.router, prefix="/v1")  # where Cohere / Jina clients look for it
+    app.include_router(native_rerank.openai_router, prefix="/v1")  # where Cohere / Jina clients look for it
     app.include_router(native_tokenize.router)  # where vLLM and llama.cpp's server have it
     app.hot_paths = HotPaths(
         {"/v1/chat/completions": openai_chat.chat_completions, "/v1/embeddings": openai_embeddings.embeddings},

@@ -15,18 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 from starlette.responses import Response
 
-from sop_llm.api.contracts import answers, error_responses
+from sop_llm.api.contracts import answers
 from sop_llm.api.deps import ServicesDep
 from sop_llm.api.native.answers import RerankAnswer
-from sop_llm.api.native.errors import NativeError
-from sop_llm.api.openai.errors import OpenAIError
+from sop_llm.api.native.errors import NATIVE_ERRORS
+from sop_llm.api.openai.errors import OPENAI_ERRORS
 from sop_llm.api.responses import json_response
 
-# One router on two surfaces: its errors are in either shape, the one of the path it was called on.
-router = APIRouter(
-    tags=["rerank"],
-    responses=error_responses(NativeError | OpenAIError, "the native error body under /api/v1, OpenAI's under /v1"),
-)
+# One route on two surfaces, each with its own error body: the native one under /api/v1, and OpenAI's under /v1,
+# where Cohere / Jina clients look for it.
+router = APIRouter(tags=["rerank"], responses=NATIVE_ERRORS)
+openai_router = APIRouter(tags=["rerank"], responses=OPENAI_ERRORS)
 
 
 class TextDocument(BaseModel):
@@ -58,6 +57,7 @@ class RerankBody(BaseModel):
         return [d if isinstance(d, str) else d.text for d in self.documents]
 
 
+@openai_router.post("/rerank", responses=answers(RerankAnswer, "The documents, most relevant first"))
 @router.post("/rerank", responses=answers(RerankAnswer, "The documents, most relevant first"))
 async def rerank(body: RerankBody, request: Request, services: ServicesDep) -> Response:
     documents = body.texts()
