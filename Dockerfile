@@ -36,7 +36,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN mkdir -p /app/data && chown sop:sop /app/data
 USER sop
 # The embedding models served on onnxruntime are exported (and quantized) into the image, not at first start.
-RUN python -m sop_llm.providers.local.onnx_export
+RUN sop-llm models export-onnx
 EXPOSE 8023
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
     CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8023/api/v1/health', timeout=2).status == 200 else 1)"

@@ -43,8 +43,8 @@ install: $(STAMP) $(ONNX_STAMP) $(BYTECODE_STAMP)
 
 # Export the embedding models served with `backend: onnx` to ONNX (and int8) once, into their cache folder
 # (~/.cache/sop-llm/onnx unless ONNX_CACHE_DIR says otherwise); the stamp lists the files it made.
-$(ONNX_STAMP): $(STAMP) $(wildcard $(CONFIG_DIR)/*.yaml .env) src/sop_llm/providers/local/onnx_export.py
-	$(BIN)/python -m sop_llm.providers.local.onnx_export > $@.out
+$(ONNX_STAMP): $(STAMP) $(wildcard $(CONFIG_DIR)/*.yaml .env) src/sop_llm/providers/local/onnx_export.py src/sop_llm/cli.py
+	$(BIN)/sop-llm models export-onnx > $@.out
 	cat $@.out
 	sed -n 's/^[^ ]*: //p' $@.out > $@ && rm $@.out
 

@@ -1,5 +1,6 @@
 """`sop-llm` command line: `serve` runs the API server, `worker` a background-task worker, `db upgrade` migrates,
-`batches` submits and follows batches on a running server, `models pull | ls | rm` pulls models from a hub."""
+`batches` submits and follows batches on a running server, `models pull | ls | rm` pulls models from a hub,
+`models export-onnx` exports the embedding models and cross-encoders served with `backend: onnx`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sop_llm import batch_cli, models_cli
@@ -134,6 +136,47 @@ def _models_check(args: argparse.Namespace) -> int:
     return _reporting_config_errors(lambda: asyncio.run(check_models(Settings())))
 
 
+def _models_export_onnx(args: argparse.Namespace) -> int:
+    """Export the one model `--model` names, or every embedding model and cross-encoder the configuration serves with
+    `backend: onnx`; prints `name: path` per export (the Makefile's stamp reads these lines). A quick no-op when the
+    files are there: torch and transformers are imported only when a file must be made."""
+    from sop_llm.providers.local.embedded import resolve_model_path
+    from sop_llm.providers.local.onnx_export import default_cache_dir, ensure_exported
+
+    if args.model:
+        model_dir = Path(resolve_model_path(args.model))
+        print(ensure_exported(args.model, model_dir, args.cache_dir or default_cache_dir(), args.quantize, args.kind))
+        return 0
+    return _reporting_config_errors(_export_configured_onnx)
+
+
+def _export_configured_onnx() -> int:
+    from dotenv import dotenv_values
+
+    from sop_llm.infra.model_config import load_service_config
+    from sop_llm.providers.local.embedded import resolve_model_path
+    from sop_llm.providers.local.onnx_export import Kind, cache_dir_option, ensure_exported
+    from sop_llm.providers.registry import provider_types
+
+    settings = Settings()
+    # `${VAR}` in the config files sees the process environment over `.env`, as the server does.
+    environ = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **os.environ}
+    config = load_service_config(settings.config_dir, provider_types(), environ)
+    exported = 0
+    for name, entry in config.embeddings.items():
+        if entry.backend != "onnx":
+            continue
+        kind: Kind = "scores" if config.providers[entry.provider].type == "cross_encoder" else "embeddings"
+        path = ensure_exported(
+            entry.model, Path(resolve_model_path(entry.model)), cache_dir_option(entry.options), entry.quantize, kind
+        )
+        print(f"{name}: {path}")
+        exported += 1
+    if not exported:
+        print("no embedding model or cross-encoder uses `backend: onnx`; nothing to export")
+    return 0
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
     from sop_llm.migrations import upgrade
 
@@ -199,6 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
         func=_models_check
     )
     models_cli.add_parsers(models)
+    export_onnx = models.add_parser(
+        "export-onnx",
+        help="export the embedding models and cross-encoders configured with `backend: onnx` "
+        "(CONFIG_DIR/embeddings.yaml), or the one --model names",
+    )
+    export_onnx.add_argument("--model", help="export only this model (a folder or embedded:<name>), not the config's")
+    export_onnx.add_argument("--kind", choices=["embeddings", "scores"], default="embeddings")
+    export_onnx.add_argument("--quantize", choices=["int8"], default=None)
+    export_onnx.add_argument("--cache-dir", type=Path, default=None)
+    export_onnx.set_defaults(func=_models_export_onnx)
     batch_cli.add_parser(commands)
     config = commands.add_parser("config", help="the running service's configuration").add_subparsers(
         dest="config_command", required=True

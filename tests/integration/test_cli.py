@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -94,3 +95,23 @@ def test_models_check_loads_with_progress_and_tries_each_model(tmp_path: object)
     assert "loading models: 100%" in done.stderr  # the progress bar
     assert "smollm2-135m ready" in done.stdout
     assert "384 dimensions" in done.stdout
+
+
+def test_export_onnx_is_a_light_no_op_once_the_files_are_there() -> None:
+    # `make run` runs it whenever the config changed: with the graphs exported it must not import torch or the app.
+    subprocess.run([sys.executable, "-m", "sop_llm", "models", "export-onnx"], capture_output=True, check=True)
+    code = (
+        "import sys\n"
+        "from sop_llm.cli import main\n"
+        "try:\n"
+        "    main(['models', 'export-onnx'])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "heavy = {'torch', 'transformers', 'fastapi', 'llama_cpp'} & set(sys.modules)\n"
+        "print('heavy:', sorted(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    *exported, heavy = done.stdout.splitlines()
+    assert heavy == "heavy: []"
+    assert exported, "the shipped config serves an embedding model with `backend: onnx`"
+    assert all(Path(line.split(": ", 1)[1]).is_file() for line in exported)  # the lines the Makefile's stamp reads

@@ -253,7 +253,7 @@ def open_session(path: Path, threads: int) -> onnxruntime.InferenceSession:
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable or corrupt files
         raise ProviderInitializationError(
-            f"cannot open {path}: {exc}; delete it and run `python -m sop_llm.providers.local.onnx_export`"
+            f"cannot open {path}: {exc}; delete it and run `sop-llm models export-onnx`"
         ) from exc
 
 

@@ -4,8 +4,8 @@ Two kinds of graph: an embedding model's token embeddings (`embeddings`, served 
 cross-encoder's scores (`scores`: the sequence-classification logits, served by onnx_cross_encoder.py).
 
 Exporting needs torch and transformers (installed for the torch backend anyway) and happens once: `make install`
-runs `python -m sop_llm.providers.local.onnx_export`, which exports every embedding model configured with
-`backend: onnx`. Serving the exported file needs only onnxruntime (see `onnx_embeddings.py`).
+runs `sop-llm models export-onnx` (cli.py), which exports every embedding model configured with `backend: onnx`.
+Serving the exported file needs only onnxruntime (see `onnx_embeddings.py`).
 
 Steps: `torch.onnx.export` of the transformer (token embeddings out; pooling and normalisation stay outside the
 graph, as the model's sentence-transformers config says), onnxruntime's offline transformer optimizer (attention,
@@ -20,7 +20,6 @@ never served.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -235,56 +234,11 @@ def ensure_exported(
     return wanted
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Export every embedding model and cross-encoder that the configuration serves with `backend: onnx`."""
-    from dotenv import dotenv_values
-
-    from sop_llm.infra.model_config import ConfigError, load_service_config
-    from sop_llm.infra.settings import Settings
-    from sop_llm.providers.local.embedded import resolve_model_path
-    from sop_llm.providers.registry import provider_types
-
-    parser = argparse.ArgumentParser(
-        prog="python -m sop_llm.providers.local.onnx_export",
-        description="export the embedding models and cross-encoders configured with `backend: onnx` "
-        "(CONFIG_DIR/embeddings.yaml), or the one --model names",
-    )
-    parser.add_argument("--model", help="export only this model (a folder or embedded:<name>), not the config's")
-    parser.add_argument("--kind", choices=["embeddings", "scores"], default="embeddings")
-    parser.add_argument("--quantize", choices=["int8"], default=None)
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    if args.model:
-        model_dir = Path(resolve_model_path(args.model))
-        print(ensure_exported(args.model, model_dir, args.cache_dir or default_cache_dir(), args.quantize, args.kind))
-        return 0
-    settings = Settings()
-    # `${VAR}` in the config files sees the process environment over `.env`, as the server does.
-    environ = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **os.environ}
-    try:
-        config = load_service_config(settings.config_dir, provider_types(), environ)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    exported = 0
-    for name, entry in config.embeddings.items():
-        if entry.backend != "onnx":
-            continue
-        kind: Kind = "scores" if config.providers[entry.provider].type == "cross_encoder" else "embeddings"
-        path = ensure_exported(
-            entry.model, Path(resolve_model_path(entry.model)), cache_dir_option(entry.options), entry.quantize, kind
-        )
-        print(f"{name}: {path}")
-        exported += 1
-    if not exported:
-        print("no embedding model or cross-encoder uses `backend: onnx`; nothing to export")
-    return 0
-
-
 def export_in_child(model: str, model_dir: Path, cache_dir: Path, quantize: Quantize, kind: Kind) -> Path:
     """`ensure_exported` in a child process: a server that lacks an export makes it without importing torch, and
     torch's tracer, which is not thread-safe, never runs beside a model serving on torch in the same process."""
-    command = [sys.executable, "-m", __name__, "--model", model, "--kind", kind, "--cache-dir", str(cache_dir)]
+    command = [sys.executable, "-m", "sop_llm", "models", "export-onnx"]  # cli.py
+    command += ["--model", model, "--kind", kind, "--cache-dir", str(cache_dir)]
     if quantize:
         command += ["--quantize", quantize]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -316,7 +270,7 @@ def served_graph(
     if not path.is_file():
         logger.warning(
             "{}: no ONNX export in {}; exporting now in a child process (slow, needs torch). `make install`, or "
-            "`python -m sop_llm.providers.local.onnx_export`, does this ahead of time",
+            "`sop-llm models export-onnx`, does this ahead of time",
             name,
             cache_dir,
         )
@@ -328,7 +282,3 @@ def cache_dir_option(options: dict[str, Any]) -> Path:
     """The model's `options.cache_dir` (`~` expanded), or the default folder."""
     value = options.get("cache_dir")
     return Path(str(value)).expanduser() if value else default_cache_dir()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
