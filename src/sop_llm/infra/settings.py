@@ -118,6 +118,35 @@ class Settings(BaseSettings):
     log_file: Path | None = Field(None, alias="LOG_FILE")
     log_access: bool = Field(False, alias="LOG_ACCESS")
     otel_enabled: bool = Field(False, alias="OTEL_ENABLED")
+    # OpenTelemetry traces: exported when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set; the SDK reads
+    # the other standard OTEL_* variables itself. Prompts and answers go into spans only with OTEL_CAPTURE_CONTENT.
+    otel_exporter_otlp_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otel_exporter_otlp_traces_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    otel_service_name: str = Field("sop-llm", alias="OTEL_SERVICE_NAME")
+    otel_capture_content: bool = Field(False, alias="OTEL_CAPTURE_CONTENT")
+
+    # The request log: `metadata` keeps who, what, status, tokens and timings of every request; `full` also the
+    # request and answer bodies, after redaction; `off` keeps nothing.
+    request_log: Literal["off", "metadata", "full"] = Field("metadata", alias="REQUEST_LOG")
+    request_log_retention_days: int = Field(30, ge=1, le=3650, alias="REQUEST_LOG_RETENTION_DAYS")
+    request_log_flush_seconds: float = Field(2.0, gt=0, le=3600, alias="REQUEST_LOG_FLUSH_SECONDS")
+    request_log_buffer: int = Field(50_000, ge=100, alias="REQUEST_LOG_BUFFER")
+    request_log_body_limit: int = Field(16_384, ge=256, alias="REQUEST_LOG_BODY_LIMIT")
+    # Regular expressions whose matches are replaced by [REDACTED] in logged bodies (and in spans' content); the
+    # default catches e-mail addresses, card numbers, this service's keys, OpenAI / Anthropic keys and bearer tokens.
+    request_log_redact: list[str] = Field(
+        default_factory=lambda: [
+            r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
+            r"\b(?:\d[ -]?){13,19}\b",
+            r"\bsop_[A-Za-z0-9_-]{16,}",
+            r"\bsk-[A-Za-z0-9_-]{16,}",
+            r"(?i)bearer\s+[A-Za-z0-9._~+/=-]{16,}",
+        ],
+        alias="REQUEST_LOG_REDACT",
+    )
+
+    # The admin console: a signed-in browser session lasts this long (sign-out ends it at once).
+    console_session_hours: float = Field(8.0, gt=0, le=720, alias="CONSOLE_SESSION_HOURS")
     gc_tuning: bool = Field(True, alias="GC_TUNING")
 
     @model_validator(mode="after")

@@ -5,6 +5,7 @@ the usage tally and the token rate limit. One record per request, so every consu
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -18,6 +19,8 @@ class RequestRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     failed: bool = False  # failed after its answer started (an error inside a stream)
+    error_code: str | None = None  # the error's code when the answer was an error (or a stream ended in one)
+    first_token: float | None = None  # time.perf_counter() when the first streamed chunk went out
 
     @property
     def total_tokens(self) -> int:
@@ -51,6 +54,18 @@ def note_failure(model: str | None = None) -> None:
     record.failed = True
     if model is not None and record.model is None:
         record.model = model
+
+
+def note_error(code: str) -> None:
+    """The request was answered with an error of this code (`budget_exceeded`, `model_not_found`, …)."""
+    current().error_code = code
+
+
+def note_first_token() -> None:
+    """The first chunk of a streamed answer is going out (only the first call counts)."""
+    record = current()
+    if record.first_token is None:
+        record.first_token = time.perf_counter()
 
 
 def note_tokens(prompt_tokens: int, completion_tokens: int) -> None:
