@@ -27,6 +27,7 @@ from sop_llm.api.native import config as native_config
 from sop_llm.api.native import embeddings as native_embeddings
 from sop_llm.api.native import health as native_health
 from sop_llm.api.native import json_fix as native_json
+from sop_llm.api.native import logs as native_logs
 from sop_llm.api.native import models as native_models
 from sop_llm.api.native import monitoring as native_monitoring
 from sop_llm.api.native import providers as native_providers
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RecordMiddleware,
         meter=services.usage if settings.usage_enabled else None,
         limiter=services.limiter if services.limiter.enabled else None,
+        log=services.request_log if services.request_log.enabled else None,
     )
     if services.limiter.enabled:
         app.add_middleware(RateLimitMiddleware, limiter=services.limiter)
@@ -172,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         native_config,
         native_monitoring,
         native_usage,
+        native_logs,
         native_tokenize,
     )
     for module in native:

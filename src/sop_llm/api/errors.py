@@ -20,6 +20,7 @@ from sop_llm.api.native.errors import native_error_response
 from sop_llm.api.ollama.errors import is_ollama_path, ollama_error_response
 from sop_llm.api.openai.errors import is_openai_path, openai_error_response
 from sop_llm.infra.errors import AppError, BadRequestError, RequestValidationFailed
+from sop_llm.services.usage.record import note_error
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error"}
@@ -32,9 +33,19 @@ _SURFACES: tuple[tuple[Callable[[str], bool], ErrorShape], ...] = (
     (is_openai_path, openai_error_response),
     (is_ollama_path, ollama_error_response),
 )
+_SURFACE_NAMES = (("anthropic", is_anthropic_path), ("openai", is_openai_path), ("ollama", is_ollama_path))
+
+
+def surface_of(path: str) -> str:
+    """Which API a path belongs to: anthropic, openai, ollama, console or native."""
+    for name, claims in _SURFACE_NAMES:
+        if claims(path):
+            return name
+    return "console" if path == "/console" or path.startswith("/console/") else "native"
 
 
 def error_response(request: Request, exc: AppError) -> Response:
+    note_error(exc.error_code)
     headers: dict[str, str] = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))

@@ -12,9 +12,10 @@ from types import ModuleType
 from sop_llm.services.auth import model as auth
 from sop_llm.services.batches import model as batches
 from sop_llm.services.files import model as files
+from sop_llm.services.logs import model as logs
 from sop_llm.services.models import model as pulled_models
 from sop_llm.services.responses import model as responses
 from sop_llm.services.tasks import model as tasks
 from sop_llm.services.usage import model as usage
 
-MODULES: tuple[ModuleType, ...] = (auth, batches, files, pulled_models, responses, tasks, usage)
+MODULES: tuple[ModuleType, ...] = (auth, batches, files, logs, pulled_models, responses, tasks, usage)

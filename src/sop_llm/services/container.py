@@ -14,6 +14,7 @@ from sop_llm.infra.cache import Cache, MemoryCache
 from sop_llm.infra.database import create_engine, session_factory
 from sop_llm.infra.gc_tuning import settle_after_startup
 from sop_llm.infra.model_config import ServiceConfig, load_service_config
+from sop_llm.infra.redaction import Redactor
 from sop_llm.infra.settings import Settings
 from sop_llm.providers.registry import provider_types
 from sop_llm.services.auth.authenticator import Authenticator
@@ -46,6 +47,8 @@ from sop_llm.services.tasks.jobs import Job, JobContext, bind_jobs
 from sop_llm.services.tasks.repository import TaskRepository
 from sop_llm.services.tasks.runner import TaskRunner
 from sop_llm.services.tasks.service import TaskService
+from sop_llm.services.logs.search import LogSearch
+from sop_llm.services.logs.writer import RequestLog
 from sop_llm.services.usage.accounting import Accounting
 from sop_llm.services.usage.budgets import Budgets, make_counters
 from sop_llm.services.usage.meter import UsageMeter
@@ -69,6 +72,8 @@ class Services:
     database: AsyncEngine
     monitor: Monitor
     usage: UsageMeter
+    request_log: RequestLog
+    log_search: LogSearch
     budgets: Budgets
     accounting: Accounting
     responses: ResponseStore
@@ -94,6 +99,7 @@ class Services:
         self.monitor.start()
         if self.settings.usage_enabled:
             self.usage.start()
+        self.request_log.start()
         if self.tasks.runner is not None:
             self.tasks.runner.start(ready=lambda: self.ready()[0], poll=self.tasks.dispatch is None)
         if self.settings.gc_tuning:
@@ -124,6 +130,7 @@ class Services:
         if self.tasks.runner is not None:
             await self.tasks.runner.aclose()
         await self.usage.aclose()  # the last counts, before the database goes
+        await self.request_log.aclose()
         await self.budgets.aclose()
         await self.database.dispose()
         await self.reloader.aclose()
@@ -212,6 +219,16 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
             metrics, cache, deployments.describe, local, embeddings, repository.counts, batch_repository.overview
         ),
         usage=usage,
+        request_log=RequestLog(
+            sessions,
+            settings.request_log,
+            settings.request_log_flush_seconds,
+            settings.request_log_buffer,
+            settings.request_log_retention_days,
+            Redactor(settings.request_log_redact),
+            settings.request_log_body_limit,
+        ),
+        log_search=LogSearch(sessions),
         budgets=budgets,
         accounting=accounting,
         responses=ResponseStore(sessions, settings.responses_ttl_days),

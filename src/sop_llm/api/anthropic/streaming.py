@@ -27,6 +27,7 @@ from sop_llm.api.internal_error import internal_error
 from sop_llm.api.responses import sse_event
 from sop_llm.infra.errors import AppError
 from sop_llm.providers.types import Chunk, FinishReason, Usage
+from sop_llm.services.usage.record import note_error
 
 PING = {"type": "ping"}
 
@@ -105,6 +106,7 @@ async def message_events(
         yield _frame({"type": "message_delta", "delta": delta, "usage": usage_body(final)})
         yield _frame({"type": "message_stop"})
     except AppError as exc:
+        note_error(exc.error_code)
         yield _frame(anthropic_body(exc))
     except Exception as exc:  # a bug must still end the stream the way clients understand
         yield _frame(anthropic_body(internal_error(exc, "a stream")))

@@ -248,3 +248,34 @@ class Tokenized(BaseModel):
 class Detokenized(BaseModel):
     model: str
     prompt: str
+
+
+class LogEntry(BaseModel):
+    id: int
+    at: str = Field(description="when the request arrived (ISO 8601, UTC)")
+    subject: str = Field(description="the caller: `key:<id>`, `jwt:<sub>` or `anonymous`")
+    surface: Literal["openai", "anthropic", "ollama", "native", "console"]
+    method: str
+    route: str = Field(description="the route template, or the path when no route matched")
+    model: str | None
+    served_by: str | None = Field(description="the deployment that answered, when the model has several")
+    status: int
+    error_code: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    latency_ms: float = Field(description="until the answer's last byte")
+    first_token_ms: float | None = Field(description="until a stream's first chunk")
+    trace_id: str = Field(description="the request's `X-Request-ID` (the trace id)")
+
+
+class LogEntryDetail(LogEntry):
+    request_body: str | None = Field(description="with REQUEST_LOG=full: the request body, redacted")
+    response_body: str | None = Field(description="with REQUEST_LOG=full: the answer, redacted")
+
+
+class LogPage(BaseModel):
+    object: Literal["list"]
+    data: list[LogEntry] = Field(description="newest first")
+    has_more: bool
+    next: str | None = Field(description="pass as `before` for the next page")

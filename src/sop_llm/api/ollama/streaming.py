@@ -12,6 +12,7 @@ from sop_llm.api.internal_error import internal_error
 from sop_llm.api.ollama.errors import ollama_body
 from sop_llm.api.responses import EventStreamResponse
 from sop_llm.infra.errors import AppError
+from sop_llm.services.usage.record import note_error
 
 
 class NDJSONResponse(EventStreamResponse):
@@ -29,6 +30,7 @@ async def ndjson_lines(frames: AsyncIterator[dict[str, Any]]) -> AsyncIterator[b
         async for frame in frames:
             yield _line(frame)
     except AppError as exc:
+        note_error(exc.error_code)
         yield _line(ollama_body(exc))
     except Exception as exc:  # a bug must still end the stream the way clients understand
         yield _line(ollama_body(internal_error(exc, "a stream")))

@@ -10,6 +10,7 @@ from sop_llm.api.openai.errors import openai_body
 from sop_llm.api.responses import sse_event
 from sop_llm.infra.errors import AppError
 from sop_llm.providers.types import Chunk, Usage
+from sop_llm.services.usage.record import note_error
 
 DONE = b"data: [DONE]\n\n"
 # Non-standard field with the JSON pipeline's verdict (provenance, attempts, constraint); clients ignore it.
@@ -44,6 +45,7 @@ async def openai_events(
         if include_usage:
             yield sse_event({**base, "choices": [], "usage": usage.as_openai_dict() if usage else None})
     except AppError as exc:
+        note_error(exc.error_code)
         yield sse_event(openai_body(exc))
     except Exception as exc:  # a bug must still end the stream the way clients understand
         yield sse_event(openai_body(internal_error(exc, "a stream")))

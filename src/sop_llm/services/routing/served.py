@@ -19,3 +19,9 @@ def note_served(deployment: str) -> None:
     holder = _served.get()
     if holder is not None:
         holder.append(deployment)
+
+
+def served_by() -> str | None:
+    """The deployment that answered the request being served, when the router named one."""
+    holder = _served.get()
+    return holder[-1] if holder else None

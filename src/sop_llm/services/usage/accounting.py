@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from sop_llm.providers.types import Chunk, GenerationRequest, Usage
 from sop_llm.services.usage.budgets import Budgets, Reservation, estimate_tokens
-from sop_llm.services.usage.record import current, note_failure
+from sop_llm.services.usage.record import current, note_failure, note_first_token
 
 # (model, prompt tokens, completion tokens): the per-model token counters (Prometheus).
 TokenObserver = Callable[[str, int, int], None]
@@ -119,6 +119,8 @@ class Accounting:
             async for chunk in chunks:
                 if chunk.usage is not None:
                     charge.answered(model, chunk.usage)
+                if not sent:
+                    note_first_token()
                 sent += 1
                 yield chunk
         except Exception:

@@ -31,6 +31,7 @@ from sop_llm.api.openai.responses.output import (
 from sop_llm.api.responses import sse_event
 from sop_llm.infra.errors import AppError
 from sop_llm.providers.types import Chunk, FinishReason, Usage
+from sop_llm.services.usage.record import note_error
 
 Store = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -177,6 +178,7 @@ async def response_events(
         if store is not None:
             await store(final)
     except AppError as exc:
+        note_error(exc.error_code)
         error = exc
     except Exception as exc:  # a bug must still end the stream the way clients understand
         error = internal_error(exc, "a response stream")

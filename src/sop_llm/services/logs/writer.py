@@ -1,0 +1,134 @@
+"""The request log's writer. A request that ends hands its entry (a plain dict) to `add`, which only appends it to a
+bounded buffer; a background loop writes the buffer every REQUEST_LOG_FLUSH_SECONDS as one multi-row insert, so
+no request waits on the database. Bodies (REQUEST_LOG=full) are redacted at that point, in a worker thread, not
+on the request path. When the database cannot take a batch, the entries are kept for the next try; when the
+buffer is full, the oldest entries make way and are counted (`dropped`), so memory stays bounded whatever the
+database does. Rows older than REQUEST_LOG_RETENTION_DAYS are deleted once an hour."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from loguru import logger
+from sqlalchemy import delete, insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from sop_llm.infra.backoff import Backoff
+from sop_llm.infra.redaction import Redactor
+from sop_llm.services.logs.model import RequestLogRow
+
+Level = Literal["off", "metadata", "full"]
+Entry = dict[str, Any]  # the row's columns, `at` as a Unix time until it is written
+PRUNE_SECONDS = 3600.0
+BODIES = ("request_body", "response_body")
+
+
+class RequestLog:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        level: Level,
+        flush_seconds: float,
+        buffer: int,
+        retention_days: int,
+        redactor: Redactor,
+        body_limit: int = 16_384,
+    ) -> None:
+        self.level = level
+        self.body_limit = body_limit  # bytes of each body kept (REQUEST_LOG=full)
+        self._sessions = sessions
+        self._flush_seconds = flush_seconds
+        self._retention = timedelta(days=retention_days)
+        self._redactor = redactor
+        self._pending: deque[Entry] = deque(maxlen=buffer)
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._pruned_at = 0.0
+        self._backoff = Backoff("request log: database")
+        self.written = 0
+        self.dropped = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.level != "off"
+
+    @property
+    def bodies(self) -> bool:
+        """Whether request and answer bodies are kept (REQUEST_LOG=full)."""
+        return self.level == "full"
+
+    def add(self, entry: Entry) -> None:
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped += 1  # the deque lets the oldest go
+        self._pending.append(entry)
+
+    def start(self) -> None:
+        if self.enabled and self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="request-log-flush")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.flush()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_seconds)
+            await self.flush()
+            if time.monotonic() - self._pruned_at >= PRUNE_SECONDS:
+                self._pruned_at = time.monotonic()
+                await self.prune()
+
+    async def flush(self) -> bool:
+        """Write what is pending; False (and kept for the next try) when the database refused it."""
+        async with self._lock:
+            if not self._pending:
+                return True
+            batch = list(self._pending)
+            self._pending.clear()
+            try:
+                rows = await asyncio.to_thread(self._rows, batch) if self.bodies else self._rows(batch)
+                async with self._sessions() as session, session.begin():
+                    await session.execute(insert(RequestLogRow), rows)
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                self._backoff.failed(exc, "request log entries kept in memory until the next flush")
+                self._keep(batch)
+                return False
+            self.written += len(batch)
+            return True
+
+    def _keep(self, batch: list[Entry]) -> None:
+        """Put a batch that was not written back in front of what came since, the oldest going if need be."""
+        maxlen = self._pending.maxlen or len(batch)
+        kept = [*batch, *self._pending]
+        overflow = max(0, len(kept) - maxlen)
+        self.dropped += overflow
+        self._pending = deque(kept[overflow:], maxlen=maxlen)
+
+    def _rows(self, batch: list[Entry]) -> list[Entry]:
+        rows = []
+        for entry in batch:
+            row = {**entry, "at": datetime.fromtimestamp(entry["at"], UTC)}
+            for name in BODIES:
+                if row.get(name) is not None:
+                    row[name] = self._redactor.redact(row[name])
+            rows.append(row)
+        return rows
+
+    async def prune(self) -> int:
+        """Delete the rows older than the retention period; how many went."""
+        cutoff = datetime.now(UTC) - self._retention
+        try:
+            async with self._sessions() as session, session.begin():
+                result = await session.execute(delete(RequestLogRow).where(RequestLogRow.at < cutoff))
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            logger.warning("request log: old rows not pruned ({!r}); tried again in an hour", exc)
+            return 0
+        return int(getattr(result, "rowcount", 0) or 0)
