@@ -15,6 +15,8 @@ from starlette.types import Receive, Scope, Send
 
 from sop_llm import __version__
 from sop_llm.api.anthropic import messages as anthropic_messages
+from sop_llm.api.console import pages as console_pages
+from sop_llm.api.console import session as console_session
 from sop_llm.api.errors import install_error_handlers
 from sop_llm.api.hot_paths import HotPaths
 from sop_llm.api.middleware.auth import AuthMiddleware
@@ -142,7 +144,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if services.limiter.enabled:
         app.add_middleware(RateLimitMiddleware, limiter=services.limiter)
     if services.auth.enabled:
-        app.add_middleware(AuthMiddleware, authenticator=services.auth, metrics_public=settings.metrics_open)
+        app.add_middleware(
+            AuthMiddleware,
+            authenticator=services.auth,
+            sessions=services.console_sessions,
+            metrics_public=settings.metrics_open,
+        )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -181,6 +188,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(native_usage.admin, prefix="/api/v1")
     app.include_router(native_monitoring.root)
+    app.include_router(console_pages.router)
+    app.include_router(console_session.router)
     for module in (openai_chat, openai_embeddings, openai_models, openai_responses, openai_files, openai_batches):
         app.include_router(module.router, prefix="/v1")
     app.include_router(anthropic_messages.router, prefix="/v1")

@@ -19,6 +19,7 @@ from sop_llm.infra.settings import Settings
 from sop_llm.providers.registry import provider_types
 from sop_llm.services.auth.authenticator import Authenticator
 from sop_llm.services.auth.keys import KeyStore
+from sop_llm.services.auth.sessions import Sessions
 from sop_llm.services.auth.tickets import Tickets
 from sop_llm.services.batches.chunks import CHUNK_KIND, BatchChunks, ChunkQueue, LineCaller
 from sop_llm.services.batches.repository import BatchRepository
@@ -28,6 +29,8 @@ from sop_llm.services.files.service import FileService
 from sop_llm.services.files.store import LocalFileStore
 from sop_llm.services.limits.rate_limit import RateLimiter
 from sop_llm.services.local.manager import LocalModels
+from sop_llm.services.logs.search import LogSearch
+from sop_llm.services.logs.writer import RequestLog
 from sop_llm.services.models.catalog import PulledCatalog
 from sop_llm.services.models.hub import Hub
 from sop_llm.services.models.puller import ModelPuller
@@ -47,8 +50,6 @@ from sop_llm.services.tasks.jobs import Job, JobContext, bind_jobs
 from sop_llm.services.tasks.repository import TaskRepository
 from sop_llm.services.tasks.runner import TaskRunner
 from sop_llm.services.tasks.service import TaskService
-from sop_llm.services.logs.search import LogSearch
-from sop_llm.services.logs.writer import RequestLog
 from sop_llm.services.usage.accounting import Accounting
 from sop_llm.services.usage.budgets import Budgets, make_counters
 from sop_llm.services.usage.meter import UsageMeter
@@ -67,6 +68,7 @@ class Services:
     structured: StructuredOutput
     tasks: TaskService
     auth: Authenticator
+    console_sessions: Sessions
     limiter: RateLimiter
     metrics: Metrics
     database: AsyncEngine
@@ -212,6 +214,11 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
         structured=structured,
         tasks=TaskService(settings, repository, runner, dispatch),
         auth=Authenticator(settings, KeyStore(sessions, settings.api_key_cache_seconds), Tickets(cache)),
+        # Console sessions share Redis; without it they get their own memory, where cached answers cannot evict them.
+        console_sessions=Sessions(
+            cache if settings.redis_url else MemoryCache(10_000, settings.cache_ttl_seconds),
+            settings.console_session_hours,
+        ),
         limiter=RateLimiter(settings),
         metrics=metrics,
         database=database,
