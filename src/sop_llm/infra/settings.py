@@ -117,9 +117,10 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "human", "json"] = Field("auto", alias="LOG_FORMAT")
     log_file: Path | None = Field(None, alias="LOG_FILE")
     log_access: bool = Field(False, alias="LOG_ACCESS")
-    otel_enabled: bool = Field(False, alias="OTEL_ENABLED")
     # OpenTelemetry traces: exported when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set; the SDK reads
     # the other standard OTEL_* variables itself. Prompts and answers go into spans only with OTEL_CAPTURE_CONTENT.
+    # OTEL_ENABLED=true turns them on without an endpoint (the SDK's default, localhost:4318); an endpoint implies it.
+    otel_enabled: bool = Field(False, alias="OTEL_ENABLED")
     otel_exporter_otlp_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
     otel_exporter_otlp_traces_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     otel_service_name: str = Field("sop-llm", alias="OTEL_SERVICE_NAME")

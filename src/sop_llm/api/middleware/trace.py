@@ -1,5 +1,6 @@
 """Trace context: take or make a trace id per request and return it as `X-Request-ID`; name the deployment that
-answered in `X-Served-By` when the model has several.
+answered in `X-Served-By` when the model has several. With tracing on (infra/telemetry), also open the request's
+SERVER span (continuing the caller's W3C `traceparent`) and return it as a `traceparent` response header.
 
 It also answers unexpected exceptions itself (a 500 in the surface's error shape), so that response carries the
 header too: Starlette's own last-resort handler sits outside every user middleware.
@@ -8,6 +9,7 @@ header too: Starlette's own last-resort handler sits outside every user middlewa
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,15 +20,19 @@ from sop_llm.infra.trace import set_trace_id, trace_id_from_headers
 from sop_llm.services.monitoring.metrics import Metrics, start_request
 from sop_llm.services.routing import served
 
+if TYPE_CHECKING:
+    from sop_llm.infra.telemetry.otel import Tracing
+
 _STREAMED = (b"text/event-stream", b"application/x-ndjson")  # SSE, and Ollama's streams
 
 
 class TraceMiddleware:
     """Also measures every HTTP request for /metrics: route template, status, latency, and gateway overhead."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, tracing: Tracing | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -41,6 +47,11 @@ class TraceMiddleware:
         trace_id = trace_id_from_headers(request_id, traceparent)
         set_trace_id(trace_id)
         header = (b"x-request-id", trace_id.encode("latin-1"))
+        span = None
+        if self.tracing is not None and scope["type"] == "http":
+            span = self.tracing.start_request(scope, trace_id, request_id, traceparent)
+            traced = (b"traceparent", span.traceparent.encode("latin-1"))
+        error_type: str | None = None
 
         started = False
         status = 500
@@ -54,6 +65,8 @@ class TraceMiddleware:
                 headers = message.get("headers", ())
                 streamed = any(n == b"content-type" and v.startswith(_STREAMED) for n, v in headers)
                 message["headers"] = [*headers, header]
+                if span is not None:
+                    message["headers"].append(traced)
                 if served_by:
                     message["headers"].append((b"x-served-by", served_by[-1].encode("latin-1")))
             await send(message)
@@ -65,6 +78,7 @@ class TraceMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
+            error_type = type(exc).__qualname__
             if started or scope["type"] != "http":
                 raise
             error = internal_error(exc, f"{scope.get('method')} {scope.get('path')}")
@@ -73,9 +87,11 @@ class TraceMiddleware:
         finally:
             self.metrics.active -= 1
             if scope["type"] == "http":
-                route = scope.get("route")
+                route = getattr(scope.get("route"), "path", None)
+                if span is not None:
+                    span.finish(scope["method"], route, status, error_type)
                 self.metrics.observe_request(
-                    getattr(route, "path", "unmatched"),
+                    route or "unmatched",
                     scope["method"],
                     status,
                     time.perf_counter() - began,

@@ -3,7 +3,7 @@
 The SDK runs on its aiohttp transport with its own retries off: ModelRouter owns the one retry loop. OpenAI-style
 messages, tools and tool calls are mapped to Anthropic's shapes and back here; JSON output comes from a forced
 tool whose input is the answer. SDK exceptions are translated into the service's error tree here, once; the API
-key is never put in a message.
+key is never put in a message. While tracing is on, each call carries the W3C `traceparent` of its provider span.
 
 `base_url` is the API root without `/v1` (default `https://api.anthropic.com`). Options (providers.yaml
 `options:`): `headers` (extra request headers).
@@ -27,6 +27,7 @@ from sop_llm.infra.errors import (
     ProviderTimeoutError,
     UnsupportedFeatureError,
 )
+from sop_llm.infra.trace import outgoing_traceparent
 from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.registry import register_provider
 from sop_llm.providers.remote.retry_after import retry_after_seconds
@@ -263,6 +264,11 @@ def translate_error(name: str, exc: anthropic.APIError) -> AppError:
     return ProviderError(detail)
 
 
+def _trace_headers() -> dict[str, str] | None:
+    traceparent = outgoing_traceparent()
+    return {"traceparent": traceparent} if traceparent is not None else None
+
+
 @register_provider("anthropic")
 class AnthropicProvider(GenerationProvider):
     capabilities = frozenset(
@@ -311,7 +317,7 @@ class AnthropicProvider(GenerationProvider):
         client = self._started()
         params = message_params(self.model_config.model, request)
         try:
-            message = await client.messages.create(**params, stream=False)
+            message = await client.messages.create(**params, stream=False, extra_headers=_trace_headers())
         except anthropic.APIError as exc:
             raise translate_error(self.name, exc) from exc
         return _completion(message, request.json_mode is not None)
@@ -324,7 +330,7 @@ class AnthropicProvider(GenerationProvider):
         params = message_params(self.model_config.model, request)
         mapper = _StreamMapper(request.json_mode is not None)
         try:
-            events = await client.messages.create(**params, stream=True)
+            events = await client.messages.create(**params, stream=True, extra_headers=_trace_headers())
         except anthropic.APIError as exc:
             raise translate_error(self.name, exc) from exc
         try:

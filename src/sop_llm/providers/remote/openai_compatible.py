@@ -4,7 +4,8 @@ LM Studio's defaults.
 One shared aiohttp session per provider: measured here, a pass-through on one shared httpx client tops out near
 530 requests/s at concurrency 64 while one on aiohttp reaches ~5,800. Bodies are built and parsed with orjson.
 HTTP and transport errors are translated into the service's error tree here, once; the API key is never put in
-a message. No retries here: ModelRouter owns the one retry loop.
+a message. No retries here: ModelRouter owns the one retry loop. While tracing is on, each call carries the W3C
+`traceparent` of its provider span.
 
 Options (providers.yaml `options:`): `headers` (extra request headers), `max_connections` (default 256),
 `connect_timeout` (default 10 s), `json_format` (`json_schema`, OpenAI's, default; or `json_object_schema` for
@@ -29,6 +30,7 @@ from sop_llm.infra.errors import (
     ProviderRateLimitError,
     ProviderTimeoutError,
 )
+from sop_llm.infra.trace import outgoing_traceparent
 from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.registry import register_provider
 from sop_llm.providers.remote.retry_after import retry_after_seconds
@@ -145,8 +147,12 @@ class OpenAICompatibleProvider(GenerationProvider):
         if self._session is None:
             raise ProviderInitializationError(f"provider for '{self.name}' is not started")
         path = "/chat/completions" if request.messages is not None else "/completions"
+        traceparent = outgoing_traceparent()
+        headers = {"traceparent": traceparent} if traceparent is not None else None
         try:
-            response = await self._session.post(self.base_url + path, data=orjson.dumps(self._payload(request, stream)))
+            response = await self._session.post(
+                self.base_url + path, data=orjson.dumps(self._payload(request, stream)), headers=headers
+            )
         except (aiohttp.ClientConnectionError, OSError) as exc:
             raise ProviderNotAvailableError(f"cannot reach '{self.name}' at {self.base_url}: {exc}") from exc
         except TimeoutError as exc:

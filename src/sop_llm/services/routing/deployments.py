@@ -27,6 +27,7 @@ from sop_llm.services.routing.build import Planned
 from sop_llm.services.routing.circuit_breaker import CircuitBreaker, CircuitState
 from sop_llm.services.routing.load import NodeLoad
 from sop_llm.services.routing.node_limits import NodeLimits
+from sop_llm.services.routing.provider_span import provider_span
 from sop_llm.services.routing.strategies import Strategy, make_strategy
 
 if TYPE_CHECKING:
@@ -198,6 +199,7 @@ class Deployments:
         load.in_flight += 1
         started = time.perf_counter()
         tokens = 0
+        span = provider_span(deployment.provider, request)
         try:
             if deployment.provider.local:
                 completion = await self._local.generate_admitted(deployment.name, request)
@@ -205,8 +207,16 @@ class Deployments:
                 completion = await deployment.provider.generate(request)  # remote providers enforce `timeout`
             tokens = completion.usage.total_tokens
             _observe(load, time.perf_counter() - started, completion.usage, None)
+            if span is not None:
+                span.answered(completion)
             return completion
+        except BaseException as exc:
+            if span is not None:
+                span.failed(exc)
+            raise
         finally:
+            if span is not None:
+                span.end()
             load.in_flight -= 1
             if lease is not None and deployment.limits is not None:
                 await deployment.limits.release(lease, tokens)
@@ -222,8 +232,10 @@ class Deployments:
         first_token_s: float | None = None
         usage: Usage | None = None
         chunks: AsyncIterator[Chunk] | None = None
+        span = None
         try:
             _check_supported(deployment.provider, request)
+            span = provider_span(deployment.provider, request)
             if deployment.provider.local:
                 chunks = self._local.stream_admitted(deployment.name, request)
             else:
@@ -233,10 +245,20 @@ class Deployments:
                     first_token_s = time.perf_counter() - started
                 if chunk.usage is not None:
                     usage = chunk.usage
+                if span is not None:
+                    span.chunk(chunk)
                 yield chunk
             if usage is not None:
                 _observe(load, time.perf_counter() - started, usage, first_token_s)
+            if span is not None:
+                span.streamed()
+        except BaseException as exc:
+            if span is not None:
+                span.failed(exc)
+            raise
         finally:
+            if span is not None:
+                span.end()
             load.in_flight -= 1
             if chunks is not None:
                 await chunks.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,347 @@
+"""OpenTelemetry traces, end to end: a live server exports over OTLP/HTTP to a receiver on loopback that decodes the
+protobuf requests. A SERVER span per request continues the caller's `traceparent`; under it, a GenAI span per
+provider call (the embedded SmolLM2 on llama.cpp, and a fake OpenAI-compatible upstream that records the headers it
+is sent). Without an endpoint, the service imports nothing of OpenTelemetry (beyond what FastAPI and the Redis client
+import themselves; never the tracing SDK, the exporter or the protobuf messages) and sends nothing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.live_server import LiveServer, make_settings, smollm2_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.api]
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+
+
+class Receiver:
+    """An OTLP/HTTP trace receiver: keeps every span it is sent, with the service that sent it."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, Span]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                receiver.receive(self.path, body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="otlp-receiver")
+
+    def receive(self, path: str, body: bytes) -> None:
+        assert path == "/v1/traces"
+        request = ExportTraceServiceRequest.FromString(body)
+        with self._lock:
+            for resource in request.resource_spans:
+                service = _attributes(resource.resource.attributes)["service.name"]
+                for scope in resource.scope_spans:
+                    self.spans.extend((service, span) for span in scope.spans)
+
+    def trace(self, trace_id: str, count: int, timeout: float = 20.0) -> list[Span]:
+        """The spans of a trace, once `count` of them have arrived."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                spans = [span for _, span in self.spans if span.trace_id.hex() == trace_id]
+            if len(spans) >= count or time.monotonic() > deadline:
+                assert len(spans) == count, [s.name for s in spans]
+                return spans
+            time.sleep(0.02)
+
+
+class RecordingUpstream(FakeOpenAI):
+    """The fake OpenAI-compatible upstream, keeping the headers of every generation request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: list[dict[str, str]] = []
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        self.headers.append({name.lower(): value for name, value in request.headers.items()})
+        return await super()._answer(request)
+
+
+def _value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(item) for item in value.array_value.values]
+    return getattr(value, kind)
+
+
+def _attributes(attributes: Any) -> dict[str, Any]:
+    return {item.key: _value(item.value) for item in attributes}
+
+
+def _server_and_provider(spans: list[Span]) -> tuple[Span, Span]:
+    (server,) = [s for s in spans if s.kind == Span.SPAN_KIND_SERVER]
+    (provider,) = [s for s in spans if s.kind != Span.SPAN_KIND_SERVER]
+    assert provider.parent_span_id == server.span_id
+    return server, provider
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    receiver._thread.start()
+    yield receiver
+    receiver._server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[RecordingUpstream]:
+    fake = RecordingUpstream()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+def _config(folder: Path, upstream: RecordingUpstream, local: bool) -> Path:
+    """The fake upstream as `remote`, beside the embedded SmolLM2 (`smollm2-135m`) when `local`."""
+    smollm2_config(folder, context_length=512)
+    providers = yaml.safe_load((folder / "providers.yaml").read_text())
+    providers["providers"]["fake"] = {"type": "openai", "base_url": upstream.url, "timeout": 10}
+    (folder / "providers.yaml").write_text(yaml.safe_dump(providers))
+    models = yaml.safe_load((folder / "models.yaml").read_text())
+    if not local:
+        models["models"].clear()
+    models["models"]["remote"] = {"provider": "fake", "model": "ok"}
+    (folder / "models.yaml").write_text(yaml.safe_dump(models))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def traced_env() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")  # read by the SDK's batch processor: export within 50 ms
+        yield
+
+
+@pytest.fixture(scope="module")
+def service(
+    traced_env: None, receiver: Receiver, upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    folder = _config(tmp_path_factory.mktemp("otel"), upstream, local=True)
+    settings = make_settings(
+        CONFIG_DIR=str(folder), LLM_DEFAULT_MODEL="smollm2-135m", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url
+    )
+    live = LiveServer(settings).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def capturing(
+    traced_env: None, receiver: Receiver, upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    folder = _config(tmp_path_factory.mktemp("otel-content"), upstream, local=False)
+    settings = make_settings(
+        CONFIG_DIR=str(folder),
+        LLM_DEFAULT_MODEL="remote",
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"{receiver.url}/v1/traces",
+        OTEL_CAPTURE_CONTENT=True,
+        OTEL_SERVICE_NAME="sop-llm-content",
+    )
+    live = LiveServer(settings).start()
+    yield live
+    live.stop()
+
+
+def _chat(url: str, model: str, headers: dict[str, str] | None = None, **body: Any) -> httpx.Response:
+    payload = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Say hi."}],
+        "max_tokens": 4,
+        "temperature": 0,
+        **body,
+    }
+    response = httpx.post(f"{url}/v1/chat/completions", json=payload, headers=headers or {}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_server_span_continues_the_callers_trace_and_a_genai_span_hangs_under_it(
+    service: LiveServer, receiver: Receiver
+) -> None:
+    response = _chat(service.url, "smollm2-135m", {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"})
+    assert response.headers["x-request-id"] == CALLER_TRACE
+    server, provider = _server_and_provider(receiver.trace(CALLER_TRACE, 2))
+
+    assert server.parent_span_id.hex() == CALLER_SPAN
+    assert server.name == "POST /v1/chat/completions"
+    assert _attributes(server.attributes) == {
+        "http.request.method": "POST",
+        "url.path": "/v1/chat/completions",
+        "url.scheme": "http",
+        "http.route": "/v1/chat/completions",
+        "http.response.status_code": 200,
+    }
+    assert server.status.code != server.status.STATUS_CODE_ERROR
+    assert response.headers["traceparent"] == f"00-{CALLER_TRACE}-{server.span_id.hex()}-01"
+
+    usage = response.json()["usage"]
+    attributes = _attributes(provider.attributes)
+    assert provider.name == "chat embedded:smollm2-135m-instruct"
+    assert provider.kind == Span.SPAN_KIND_INTERNAL  # a model in this process
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["gen_ai.provider.name"] == "llama.cpp"
+    assert attributes["gen_ai.request.model"] == attributes["gen_ai.response.model"] == "embedded:smollm2-135m-instruct"
+    assert attributes["gen_ai.usage.input_tokens"] == usage["prompt_tokens"] > 0
+    assert attributes["gen_ai.usage.output_tokens"] == usage["completion_tokens"] > 0
+    assert attributes["gen_ai.response.finish_reasons"] == [response.json()["choices"][0]["finish_reason"]]
+    assert attributes["gen_ai.request.max_tokens"] == 4
+    assert attributes["gen_ai.request.temperature"] == 0
+    assert "gen_ai.input.messages" not in attributes  # content only with OTEL_CAPTURE_CONTENT
+    assert server.start_time_unix_nano <= provider.start_time_unix_nano
+    assert provider.end_time_unix_nano <= server.end_time_unix_nano
+
+
+def test_without_a_traceparent_the_request_id_is_the_trace_id(service: LiveServer, receiver: Receiver) -> None:
+    response = _chat(service.url, "remote")
+    trace_id = response.headers["x-request-id"]
+    server, _ = _server_and_provider(receiver.trace(trace_id, 2))
+    assert server.parent_span_id == b""
+    # Sampled, and (W3C trace context level 2) a random trace id: made here, not by the caller.
+    assert response.headers["traceparent"] == f"00-{trace_id}-{server.span_id.hex()}-03"
+
+    # A caller's own X-Request-ID names the request; the trace then has an id of its own and files it as well.
+    response = _chat(service.url, "remote", {"X-Request-ID": "job-42"})
+    assert response.headers["x-request-id"] == "job-42"
+    own_trace = response.headers["traceparent"].split("-")[1]
+    server, _ = _server_and_provider(receiver.trace(own_trace, 2))
+    assert _attributes(server.attributes)["http.request.header.x-request-id"] == ["job-42"]
+
+
+def test_a_stream_records_its_first_token_time(service: LiveServer, receiver: Receiver) -> None:
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    with httpx.stream(
+        "POST",
+        f"{service.url}/v1/chat/completions",
+        json={
+            "model": "smollm2-135m",
+            "messages": [{"role": "user", "content": "Count to three."}],
+            "max_tokens": 6,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        headers={"traceparent": f"00-{trace}-b7ad6b7169203331-01"},
+        timeout=60,
+    ) as response:
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    usage = events[-1]["usage"]
+    _, provider = _server_and_provider(receiver.trace(trace, 2))
+    attributes = _attributes(provider.attributes)
+    first_token = attributes["gen_ai.response.time_to_first_token"]
+    assert 0 < first_token <= (provider.end_time_unix_nano - provider.start_time_unix_nano) / 1e9
+    (event,) = [e for e in provider.events if e.name == "gen_ai.first_token"]
+    assert provider.start_time_unix_nano < event.time_unix_nano <= provider.end_time_unix_nano
+    assert attributes["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
+    assert attributes["gen_ai.response.finish_reasons"] in (["stop"], ["length"])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_remote_provider_is_sent_the_trace(
+    service: LiveServer, receiver: Receiver, upstream: RecordingUpstream, stream: bool
+) -> None:
+    trace = f"{'5' if stream else '6'}{CALLER_TRACE[1:]}"
+    before = len(upstream.headers)
+    _chat(service.url, "remote", {"traceparent": f"00-{trace}-{CALLER_SPAN}-01"}, stream=stream)
+    _, provider = _server_and_provider(receiver.trace(trace, 2))
+    assert provider.kind == Span.SPAN_KIND_CLIENT
+    attributes = _attributes(provider.attributes)
+    assert attributes["gen_ai.provider.name"] == "openai"
+    assert attributes["gen_ai.request.model"] == "ok"
+    assert attributes["server.address"] == "127.0.0.1"
+    (sent,) = upstream.headers[before:]
+    assert sent["traceparent"] == f"00-{trace}-{provider.span_id.hex()}-01"
+
+
+def test_captured_content_is_redacted(capturing: LiveServer, receiver: Receiver) -> None:
+    trace = "7" + CALLER_TRACE[1:]
+    prompt = "Write to jane.doe@example.com about the invoice."
+    _chat(
+        capturing.url,
+        "remote",
+        {"traceparent": f"00-{trace}-{CALLER_SPAN}-01"},
+        messages=[{"role": "user", "content": prompt}],
+    )
+    spans = receiver.trace(trace, 2)
+    _, provider = _server_and_provider(spans)
+    messages = json.loads(_attributes(provider.attributes)["gen_ai.input.messages"])
+    assert messages == [
+        {"role": "user", "parts": [{"type": "text", "content": "Write to [REDACTED] about the invoice."}]}
+    ]
+    answer = json.loads(_attributes(provider.attributes)["gen_ai.output.messages"])
+    assert answer[0]["parts"][0]["content"] == "fake answer"
+    assert all("jane.doe" not in str(span) for span in spans)
+    assert {service for service, span in receiver.spans if span.trace_id.hex() == trace} == {"sop-llm-content"}
+
+
+NOTHING_IMPORTED = """
+import json, sys
+# Libraries that import parts of OpenTelemetry themselves, whatever the app does: FastAPI 0.165 its API, the Redis
+# client (8.x) the metrics SDK when it is installed.
+import fastapi, redis.asyncio
+framework = {m for m in sys.modules if m.startswith("opentelemetry")}
+import httpx
+from tests.live_server import LiveServer, make_settings
+live = LiveServer(make_settings(CONFIG_DIR=sys.argv[1], LLM_DEFAULT_MODEL="remote")).start()
+reply = httpx.post(live.url + "/v1/chat/completions", json={"model": "remote", "messages": [{"role": "user", "content": "hi"}]},
+                   headers={"traceparent": "00-%s-%s-01" % ("1" * 32, "2" * 16)})
+live.stop()
+tracing = ("opentelemetry.sdk.trace", "opentelemetry.exporter", "opentelemetry.proto", "sop_llm.infra.telemetry.otel")
+print(json.dumps({"status": reply.status_code, "traceparent": reply.headers.get("traceparent"),
+                  "added": sorted(m for m in sys.modules if m.startswith("opentelemetry") and m not in framework),
+                  "tracing": sorted(m for m in sys.modules if m.startswith(tracing))}))
+"""
+
+
+def test_without_an_endpoint_nothing_of_opentelemetry_is_imported(upstream: RecordingUpstream, tmp_path: Path) -> None:
+    folder = _config(tmp_path, upstream, local=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    before = len(upstream.headers)
+    done = subprocess.run(
+        [sys.executable, "-c", NOTHING_IMPORTED, str(folder)],
+        env={**env, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"status": 200, "traceparent": None, "added": [], "tracing": []}
+    (sent,) = upstream.headers[before:]
+    assert "traceparent" not in sent
