@@ -8,7 +8,6 @@ REQUEST_LOG=full."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,7 +16,7 @@ from sop_llm.api.request_state import caller_key
 from sop_llm.infra.trace import current_trace_id
 from sop_llm.services.auth.principal import Principal
 from sop_llm.services.limits.rate_limit import RateLimiter
-from sop_llm.services.logs.writer import RequestLog
+from sop_llm.services.logs.writer import Entry, RequestLog
 from sop_llm.services.routing.served import served_by
 from sop_llm.services.usage.meter import ANONYMOUS_SUBJECT, UsageMeter
 from sop_llm.services.usage.record import RequestRecord, opened
@@ -101,24 +100,23 @@ def _entry(
     started: float,
     seconds: float,
     bodies: _Bodies | None,
-) -> dict[str, Any]:
-    route = scope.get("route")
+) -> Entry:
     path: str = scope["path"]
-    return {
-        "at": arrived,
-        "subject": record.subject or ANONYMOUS_SUBJECT,
-        "surface": surface_of(path),
-        "method": scope["method"][:8],
-        "route": getattr(route, "path", None) or path[:200],
-        "model": record.model,
-        "served_by": served_by(),
-        "status": status,
-        "error_code": record.error_code if status >= 400 or record.failed else None,
-        "prompt_tokens": record.prompt_tokens,
-        "completion_tokens": record.completion_tokens,
-        "latency_ms": seconds * 1000,
-        "first_token_ms": None if record.first_token is None else (record.first_token - started) * 1000,
-        "trace_id": current_trace_id(),
-        "request_body": None if bodies is None else bodies.text(bodies.request),
-        "response_body": None if bodies is None else bodies.text(bodies.answer),
-    }
+    return Entry(
+        arrived,
+        record.subject or ANONYMOUS_SUBJECT,
+        surface_of(path),
+        scope["method"][:8],
+        getattr(scope.get("route"), "path", None) or path[:200],
+        record.model,
+        served_by(),
+        status,
+        record.error_code if status >= 400 or record.failed else None,
+        record.prompt_tokens,
+        record.completion_tokens,
+        seconds * 1000,
+        None if record.first_token is None else (record.first_token - started) * 1000,
+        current_trace_id(),
+        None if bodies is None else bodies.text(bodies.request),
+        None if bodies is None else bodies.text(bodies.answer),
+    )

@@ -1,4 +1,4 @@
-"""The request log's writer on a real SQLite database: entries wait in a bounded buffer and are written in one batch;
+"""The request log's writer on real databases (SQLite, and a PostgreSQL the test starts itself on a free port): entries wait in a bounded buffer and are written in one batch;
 a database that refuses a batch loses nothing (it is written once the table is there); a full buffer lets the
 oldest entries go and counts them; bodies are redacted when written; rows past the retention are pruned."""
 
@@ -6,39 +6,51 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from sop_llm.infra.database import create_engine, session_factory
 from sop_llm.infra.redaction import Redactor
 from sop_llm.migrations import upgrade
 from sop_llm.services.logs.model import RequestLogRow
-from sop_llm.services.logs.writer import RequestLog
+from sop_llm.services.logs.writer import Entry, RequestLog
 from tests.live_server import make_settings
+from tests.system.servers import Postgres
+
+pytestmark = pytest.mark.integration
 
 
-def _entry(n: int, at: float | None = None, body: str | None = None) -> dict[str, Any]:
-    return {
-        "at": time.time() if at is None else at,
-        "subject": f"key:{n % 3}",
-        "surface": "openai",
-        "method": "POST",
-        "route": "/v1/chat/completions",
-        "model": "m",
-        "served_by": None,
-        "status": 200,
-        "error_code": None,
-        "prompt_tokens": n,
-        "completion_tokens": 1,
-        "latency_ms": 1.5,
-        "first_token_ms": None,
-        "trace_id": f"{n:032x}",
-        "request_body": body,
-        "response_body": body,
-    }
+def _entry(n: int, at: float | None = None, body: str | None = None) -> Entry:
+    now = time.time() if at is None else at
+    return Entry(now, f"key:{n % 3}", "openai", "POST", "/v1/chat/completions", "m", None, 200, None, n, 1, 1.5, None,
+                 f"{n:032x}", body, body)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    server = Postgres()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.system)])
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of its own."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/log.db"
+    server: Postgres = request.getfixturevalue("postgres")
+    name = f"log_{uuid.uuid4().hex}"
+    engine = create_async_engine(server.url, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as connection:
+        await connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    await engine.dispose()
+    return server.url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def _log(url: str, level: str = "metadata", buffer: int = 1000) -> RequestLog:
@@ -51,8 +63,7 @@ async def _count(log: RequestLog) -> int:
         return int(await session.scalar(select(func.count()).select_from(RequestLogRow)) or 0)
 
 
-async def test_a_batch_the_database_refuses_is_kept_and_written_later(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/log.db"
+async def test_a_batch_the_database_refuses_is_kept_and_written_later(url: str) -> None:
     log = _log(url)
     for n in range(10):
         log.add(_entry(n))
@@ -66,8 +77,7 @@ async def test_a_batch_the_database_refuses_is_kept_and_written_later(tmp_path: 
     assert tokens == list(range(11))  # in arrival order, the kept batch first
 
 
-async def test_a_full_buffer_lets_the_oldest_entries_go_and_counts_them(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/log.db"
+async def test_a_full_buffer_lets_the_oldest_entries_go_and_counts_them(url: str) -> None:
     await asyncio.to_thread(upgrade, url)
     log = _log(url, buffer=100)
     for n in range(250):
@@ -79,8 +89,7 @@ async def test_a_full_buffer_lets_the_oldest_entries_go_and_counts_them(tmp_path
     assert tokens == list(range(150, 250))
 
 
-async def test_bodies_are_redacted_when_written_and_old_rows_pruned(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/log.db"
+async def test_bodies_are_redacted_when_written_and_old_rows_pruned(url: str) -> None:
     await asyncio.to_thread(upgrade, url)
     log = _log(url, level="full")
     log.add(_entry(1, body="my secret-42 is safe"))
