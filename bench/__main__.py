@@ -19,6 +19,7 @@ from bench import (
     gateway,
     generation,
     pull,
+    request_log,
     routing,
     structured,
     tasks,
@@ -27,6 +28,7 @@ from bench.service import Service
 
 PHASES = [
     "gateway",
+    "request log",
     "startup",
     "generation",
     "embeddings",
@@ -77,6 +79,10 @@ def main() -> None:
         f"direct {gw['direct_c64']['rps']:.0f}/s | /v1/messages p50 {summary['messages_vs_chat_p50_ms']:+.2f} ms and "
         f"/v1/responses {summary['responses_vs_chat_p50_ms']:+.2f} ms vs /v1/chat/completions at c1"
     )
+    # Also CPU-bound gateway figures, so also before any model is loaded here.
+    results["request_log"] = logged = request_log.run()
+    step("request log")
+    print(request_log.summary(logged))
     with Service() as service:
         results["startup"] = {"liveness_s": service.liveness_s, "ready_s": service.ready_s}
         print(f"startup: liveness (/api/v1/health 200) {service.liveness_s:.2f} s after start (target <= 1 s)")

@@ -113,8 +113,9 @@ def passthrough(upstream: str) -> Iterator[str]:
 
 
 @contextmanager
-def service(upstream: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """The service as teams run it: auth on, every request counted per key (usage accounting is on by default)."""
+def service(upstream: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+    """The service as teams run it: auth on, every request counted per key (usage accounting is on by default);
+    `env` overrides or adds settings (the request-log phase starts it with REQUEST_LOG=off, with tracing on)."""
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder)
@@ -128,6 +129,7 @@ def service(upstream: str) -> Iterator[tuple[str, dict[str, str]]]:
             "LOG_LEVEL": "WARNING",
             "AUTH_ENABLED": "true",
             "DATABASE_URL": f"sqlite+aiosqlite:///{folder}/bench.db",
+            **(env or {}),
         }
         created = subprocess.run(
             [sys.executable, "-m", "sop_llm", "keys", "create", "--name", "bench"],
