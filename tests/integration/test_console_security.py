@@ -283,3 +283,24 @@ async def test_a_user_scope_session_sees_its_own_rows_and_no_admin_action(
         assert refused.status_code == 403
     assert not errors, errors
     await context.close()
+
+
+def test_a_session_ends_when_the_key_that_opened_it_is_revoked(secured: tuple[LiveServer, Keys]) -> None:
+    live, keys = secured
+    made = httpx.post(
+        f"{live.url}/api/v1/admin/keys",
+        json={"name": "revoked while signed in", "scope": "admin"},
+        headers={"Authorization": f"Bearer {keys.admin}"},
+    ).json()
+    answer, client = session_of(live.url, made["key"])
+    try:
+        assert answer.status_code == 200
+        assert client.get("/api/v1/admin/keys").status_code == 200
+        revoked = httpx.delete(
+            f"{live.url}/api/v1/admin/keys/{made['id']}", headers={"Authorization": f"Bearer {keys.admin}"}
+        )
+        assert revoked.status_code == 200
+        assert client.get("/api/v1/admin/keys").status_code == 401  # API_KEY_CACHE_SECONDS=0 here: at once
+        assert client.get("/console/session").status_code == 401
+    finally:
+        client.close()

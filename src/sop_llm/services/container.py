@@ -218,6 +218,8 @@ def build_services(settings: Settings, worker: bool = False) -> Services:
         console_sessions=Sessions(
             cache if settings.redis_url else MemoryCache(10_000, settings.cache_ttl_seconds),
             settings.console_session_hours,
+            sessions,
+            settings.api_key_cache_seconds,
         ),
         limiter=RateLimiter(settings),
         metrics=metrics,

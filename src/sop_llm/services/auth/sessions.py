@@ -2,21 +2,31 @@
 keeps in an HttpOnly cookie; the server keeps, under a hash of that token, who signed in and the session's CSRF
 token, for CONSOLE_SESSION_HOURS or until sign-out. They live in Redis when REDIS_URL is set, so every replica knows
 every session; otherwise in this process's memory, apart from the shared cache so that busy caches never push a
-session out."""
+session out.
+
+A session opened with an API key ends when that key is revoked: the key is looked up again at most every
+API_KEY_CACHE_SECONDS, as a key sent in a header is."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 
 import orjson
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sop_llm.infra.cache import Cache
+from sop_llm.infra.errors import ServiceUnavailableError
 from sop_llm.infra.redis_keys import NAMESPACE
+from sop_llm.services.auth.model import ApiKeyRow
 from sop_llm.services.auth.principal import SCOPES, Principal
 
 SESSION_PREFIX = f"{NAMESPACE}:console:"
+_KEY_SUBJECT = "key:"
 
 
 def session_key(token: str) -> str:
@@ -30,9 +40,14 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, cache: Cache, hours: float) -> None:
+    def __init__(
+        self, cache: Cache, hours: float, database: async_sessionmaker[AsyncSession], key_check_seconds: float
+    ) -> None:
         self._cache = cache
         self.seconds = max(1, round(hours * 3600))
+        self._database = database
+        self._key_check_seconds = key_check_seconds
+        self._keys_checked: dict[str, tuple[float, bool]] = {}
 
     async def open(self, principal: Principal) -> tuple[str, Session]:
         """A new session for this principal, and the token its cookie carries (kept nowhere else)."""
@@ -43,7 +58,7 @@ class Sessions:
         return token, session
 
     async def find(self, token: str) -> Session | None:
-        """The session this token opened; None when it is unknown, expired or signed out."""
+        """The session this token opened; None when it is unknown, expired, signed out, or its key was revoked."""
         value = await self._cache.get(session_key(token))
         if value is None:
             return None
@@ -51,7 +66,31 @@ class Sessions:
         scope = stored.get("scope")
         if scope not in SCOPES:
             return None
-        return Session(Principal(subject=stored.get("subject"), scope=scope), str(stored.get("csrf")))
+        session = Session(Principal(subject=stored.get("subject"), scope=scope), str(stored.get("csrf")))
+        subject = session.principal.subject or ""
+        if subject.startswith(_KEY_SUBJECT) and not await self._key_active(subject[len(_KEY_SUBJECT) :]):
+            await self.close(token)
+            return None
+        return session
 
     async def close(self, token: str) -> None:
         await self._cache.take(session_key(token))
+
+    async def _key_active(self, key_id: str) -> bool:
+        checked = self._keys_checked.get(key_id)
+        if checked is not None and checked[0] > time.monotonic():
+            return checked[1]
+        try:
+            async with self._database() as db:
+                found = await db.scalar(
+                    select(ApiKeyRow.id).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
+                )
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            raise ServiceUnavailableError(
+                f"cannot check the session's API key: the database is unavailable ({type(exc).__name__})",
+                retry_after=2,
+            ) from exc
+        if len(self._keys_checked) > 10_000:
+            self._keys_checked.clear()
+        self._keys_checked[key_id] = (time.monotonic() + self._key_check_seconds, found is not None)
+        return found is not None
