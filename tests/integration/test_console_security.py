@@ -124,6 +124,8 @@ def test_a_cookie_authenticated_change_needs_the_csrf_token_and_this_origin(secu
         )
         assert foreign.status_code == 403
         assert "another origin" in foreign.json()["error"]["message"]
+        sandboxed = client.post("/api/v1/admin/keys", json=body, headers={"X-CSRF-Token": csrf, "Origin": "null"})
+        assert sandboxed.status_code == 403
         # A form another site posts carries no token either.
         form = client.post(
             "/api/v1/admin/keys",
@@ -141,6 +143,14 @@ def test_a_cookie_authenticated_change_needs_the_csrf_token_and_this_origin(secu
         # The same request from the console's own page passes, so the refusals above are the checks at work.
         made = client.post("/api/v1/admin/keys", json=body, headers={"X-CSRF-Token": csrf, "Origin": live.url})
         assert made.status_code == 201, made.text
+        # Behind a proxy that ends TLS and names the public host in X-Forwarded-Host, the page's origin is that host.
+        proxied = client.post(
+            "/api/v1/admin/keys",
+            json=body,
+            headers={"X-CSRF-Token": csrf, "Origin": "https://llm.example.com", "X-Forwarded-Host": "llm.example.com"},
+        )
+        assert proxied.status_code == 201, proxied.text
+        assert client.get("/console/session").headers["cache-control"] == "no-store"
     finally:
         client.close()
     # A client that sends its key in a header has no cookie to be abused with: nothing more is asked of it.

@@ -33,21 +33,28 @@ def request_scheme(headers: Headers, scheme: str) -> str:
     return scheme.lower()
 
 
-def foreign_origin(headers: Headers, scheme: str) -> bool:
-    """Whether the `Origin` header names another origin than the one the request was sent to. Without the header
-    (a same-origin GET, a client that is not a browser) there is nothing to compare."""
+def foreign_origin(headers: Headers) -> bool:
+    """Whether the `Origin` header names another host than the one the request was sent to (`Host`, or the
+    `X-Forwarded-Host` a proxy in front sets). The scheme is not compared: a proxy that ends TLS turns https into
+    http. Without the header (a same-origin GET, a client that is not a browser) there is nothing to compare."""
     origin = headers.get("origin")
     if origin is None:
         return False
-    host = headers.get("host", "")
-    return origin.strip().lower() != f"{request_scheme(headers, scheme)}://{host.lower()}"
+    scheme_part, separator, host = origin.strip().lower().partition("://")
+    if not separator or scheme_part not in ("http", "https") or not host:
+        return True  # "null" (a sandboxed frame, a file) or anything odd
+    ours = {headers.get("host", "").lower()}
+    forwarded = headers.get("x-forwarded-host")
+    if forwarded:
+        ours.add(forwarded.split(",")[0].strip().lower())
+    return host not in ours
 
 
-def check_change(session: Session, method: str, headers: Headers, scheme: str) -> None:
+def check_change(session: Session, method: str, headers: Headers) -> None:
     """Refuse a cookie-authenticated change that could come from another site (403)."""
     if method.upper() in SAFE_METHODS:
         return
-    if foreign_origin(headers, scheme):
+    if foreign_origin(headers):
         raise ForbiddenError("refused: this request comes from a page of another origin (Origin header)")
     token = headers.get(CSRF_HEADER)
     if not token or not secrets.compare_digest(token.encode(), session.csrf_token.encode()):

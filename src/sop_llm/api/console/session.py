@@ -18,6 +18,7 @@ from sop_llm.services.auth.principal import ANONYMOUS
 from sop_llm.services.auth.sessions import Session
 
 router = APIRouter(include_in_schema=False)  # docs/console.md describes it
+NO_STORE = {"Cache-Control": "no-store"}  # the answers carry the CSRF token
 
 
 class SignIn(BaseModel):
@@ -37,15 +38,17 @@ def _over_https(request: Request) -> bool:
 
 @router.post("/console/session")
 async def sign_in(body: SignIn, request: Request, services: ServicesDep) -> Response:
-    if foreign_origin(request.headers, request.url.scheme):
+    if foreign_origin(request.headers):
         raise ForbiddenError("refused: sign-in from a page of another origin (Origin header)")
     try:
         principal = await services.auth.authenticate(body.credential.strip())
     except AuthenticationError as exc:
         raise AuthenticationError(f"sign-in refused: {exc.message}") from exc
     sessions = services.console_sessions
+    if (earlier := session_token(request.headers)) is not None:
+        await sessions.close(earlier)  # signing in again replaces the session, never adds one
     token, session = await sessions.open(principal)
-    response = json_response(_view(session, services.auth.enabled))
+    response = json_response(_view(session, services.auth.enabled), headers=NO_STORE)
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -61,12 +64,12 @@ async def sign_in(body: SignIn, request: Request, services: ServicesDep) -> Resp
 @router.get("/console/session")
 async def current_session(request: Request, services: ServicesDep) -> Response:
     if not services.auth.enabled:
-        return json_response(_view(Session(ANONYMOUS, ""), auth=False))
+        return json_response(_view(Session(ANONYMOUS, ""), auth=False), headers=NO_STORE)
     token = session_token(request.headers)
     session = await services.console_sessions.find(token) if token else None
     if session is None:
         raise AuthenticationError("not signed in: POST /console/session with an API key or JWT")
-    return json_response(_view(session, auth=True))
+    return json_response(_view(session, auth=True), headers=NO_STORE)
 
 
 @router.delete("/console/session")
@@ -75,8 +78,8 @@ async def sign_out(request: Request, services: ServicesDep) -> Response:
     token = session_token(request.headers)
     session = await services.console_sessions.find(token) if token else None
     if token is not None and session is not None:
-        check_change(session, request.method, request.headers, request.url.scheme)
+        check_change(session, request.method, request.headers)
         await services.console_sessions.close(token)
-    response = json_response({"signed_out": True})
+    response = json_response({"signed_out": True}, headers=NO_STORE)
     response.delete_cookie(SESSION_COOKIE, path="/", secure=_over_https(request), httponly=True, samesite="strict")
     return response

@@ -116,5 +116,5 @@ class AuthMiddleware:
         session = await self.sessions.find(token)
         if session is None:
             raise AuthenticationError("the console session has ended (signed out or expired); sign in again")
-        check_change(session, scope["method"], Headers(scope=scope), scope["scheme"])
+        check_change(session, scope["method"], Headers(scope=scope))
         return session.principal

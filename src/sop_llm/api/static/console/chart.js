@@ -80,14 +80,14 @@ export function drawBars(canvas, entries, color = COLORS[0]) {
   const sorted = [...entries].sort((a, b) => b[1] - a[1]).slice(0, 8);
   const { ctx, width, height, ratio } = prepare(canvas);
   const top = Math.max(1, ...sorted.map((entry) => entry[1]));
-  const row = height / Math.max(sorted.length, 1);
+  const row = Math.min(height / Math.max(sorted.length, 1), 30 * ratio);
   sorted.forEach(([label, value], i) => {
     const y = i * row;
+    const length = Math.max(2, (value / top) * width * 0.55);
     ctx.fillStyle = color;
-    ctx.fillRect(0, y + row * 0.15, Math.max(2, (value / top) * width * 0.6), row * 0.7);
+    ctx.fillRect(0, y + row * 0.15, length, row * 0.7);
     ctx.fillStyle = "#d8dee6";
-    const text = label + "  " + value.toLocaleString("en-US");
-    ctx.fillText(text, Math.max(2, (value / top) * width * 0.6) + 6 * ratio, y + row / 2 + 4 * ratio);
+    ctx.fillText(label + "  " + value.toLocaleString("en-US"), length + 6 * ratio, y + row / 2 + 4 * ratio);
   });
   canvas.dataset.points = String(sorted.length);
 }

@@ -6,6 +6,11 @@ import { byId, cell, el, formatNumber, numberCell, say } from "./dom.js";
 
 let loads = 0;
 let wired = false;
+const keyNames = new Map(); // "key:<id>" → the key's name, for the chart's labels (admins)
+
+function callerName(subject) {
+  return keyNames.has(subject) ? keyNames.get(subject) + " (" + subject.slice(4, 12) + "…)" : subject;
+}
 
 function filters() {
   const key = byId("usage-key");
@@ -48,7 +53,8 @@ function draw(rows, chosen) {
     colors: [COLORS[0], COLORS[1], COLORS[3]],
   });
   drawLines(byId("chart-usage-requests"), [perDay("requests"), perDay("errors")], { labels, colors: [COLORS[0], COLORS[2]] });
-  drawBars(byId("chart-usage-callers"), [...sumBy(rows, "subject", "total_tokens")], COLORS[4]);
+  const callers = [...sumBy(rows, "subject", "total_tokens")].map(([subject, tokens]) => [callerName(subject), tokens]);
+  drawBars(byId("chart-usage-callers"), callers, COLORS[4]);
   drawBars(byId("chart-usage-models"), [...sumBy(rows, "model", "total_tokens")], COLORS[3]);
 }
 
@@ -83,6 +89,7 @@ async function fillKeys() {
   if (!select) return;
   const chosen = select.value;
   const keys = await api("/api/v1/admin/keys");
+  for (const key of keys.keys) keyNames.set("key:" + key.id, key.name);
   select.replaceChildren(el("option", "", "every caller"), ...keys.keys.map((key) => {
     const option = el("option", "", key.name + " (" + key.prefix + "…)");
     option.value = key.id;
