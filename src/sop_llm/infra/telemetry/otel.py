@@ -1,114 +1,126 @@
-"""OpenTelemetry's SDK behind the service's traces. Imported only when tracing is on (see the package docstring).
+"""The service's traces, behind the small interface of `active`. Imported only when tracing is on.
 
-The tracer provider is the app's own, not the process-global one: nothing else in the process exports through it,
-and two apps in one process (tests) keep apart. The SDK reads the standard variables it knows itself: the
-OTEL_BSP_* batch settings, OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS, …; the
-endpoint and the service name come from Settings (so `.env` works too). Incoming and outgoing context is W3C trace
-context only, parsed and written here (no propagator lookups per request).
+Spans here are plain objects written to OTLP protobuf by `otlp` (the SDK's own span and encoder cost a third of the
+gateway's throughput); the SDK still batches them (its BatchSpanProcessor, which reads OTEL_BSP_*) and describes
+the service (its Resource: OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES). Nothing goes through OpenTelemetry's
+global providers or context. Incoming and outgoing context is W3C trace context, parsed and written here.
+
+Sampling is parent-based: a trace the caller sampled (or one that starts here) is recorded, one it did not sample
+is not. Sample further in the collector.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+import random
+import time
+from collections.abc import Mapping, MutableMapping
 from contextvars import Token
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
-from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.trace import (
-    NonRecordingSpan,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-    set_span_in_context,
-)
-from opentelemetry.trace import Span as OtelSpan
 
 from sop_llm import __version__
 from sop_llm.infra.redaction import Redactor
 from sop_llm.infra.settings import Settings
 from sop_llm.infra.telemetry.active import Attributes, request_trace
+from sop_llm.infra.telemetry.otlp import HAS_IS_REMOTE, IS_REMOTE, OTLPExporter, encode_scope
 from sop_llm.infra.trace import as_trace_id, parse_traceparent
 
-
-class _RequestIds(RandomIdGenerator):
-    """Gives a span that starts a trace the id the request already goes by (its X-Request-ID), when that is a
-    trace id, so the response header, the request log and the trace agree.
-
-    `pending` (and whether it is random: ours are, a caller's need not be) is set just before `start_span`, which
-    reads it at once, on the event loop's thread.
-    """
-
-    pending: int | None = None
-    pending_random = True
-    _last_random = True
-
-    def generate_trace_id(self) -> int:
-        pending, self.pending = self.pending, None
-        self._last_random = self.pending_random if pending is not None else True
-        return pending if pending is not None else super().generate_trace_id()
-
-    def is_trace_id_random(self) -> bool:
-        """Of the id just made: the W3C random-trace-id flag is set on it when true."""
-        return self._last_random
+INTERNAL, SERVER, CLIENT = 1, 2, 3  # OTLP span kinds
+SAMPLED, RANDOM_TRACE_ID = 0x01, 0x02  # W3C trace flags
+# What BatchSpanProcessor.on_end asks of a span (span.context.trace_flags.sampled): only sampled spans reach it.
+_SAMPLED_CONTEXT = SimpleNamespace(trace_flags=SimpleNamespace(sampled=True))
 
 
-def _traceparent(span: OtelSpan) -> str:
-    context = span.get_span_context()
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+def _span_id() -> int:
+    return random.getrandbits(64) or 1
 
 
 class Span:
-    """An OpenTelemetry span behind the small `active.Span` interface; ends once."""
+    """One span; exported when it ends, if its trace is sampled. Ends once; changes after that are ignored."""
 
-    __slots__ = ("_ended", "_span")
+    __slots__ = (
+        "attributes",
+        "end_ns",
+        "error",
+        "events",
+        "flags",
+        "kind",
+        "message",
+        "name",
+        "parent_id",
+        "processor",
+        "span_id",
+        "start_ns",
+        "trace_id",
+    )
+    context = _SAMPLED_CONTEXT
 
-    def __init__(self, span: OtelSpan) -> None:
-        self._span = span
-        self._ended = False
+    def __init__(
+        self,
+        processor: BatchSpanProcessor,
+        name: str,
+        kind: int,
+        trace_id: int,
+        parent_id: int,
+        flags: int,
+        attributes: dict[str, Any],
+    ) -> None:
+        self.processor = processor
+        self.name = name
+        self.kind = kind
+        self.trace_id = trace_id
+        self.span_id = _span_id()
+        self.parent_id = parent_id
+        self.flags = flags
+        self.attributes = attributes
+        self.events: list[tuple[str, int, Mapping[str, Any] | None]] | None = None
+        self.error = False
+        self.message = ""
+        self.start_ns = time.time_ns()
+        self.end_ns = 0
 
     @property
     def recording(self) -> bool:
-        return not self._ended and self._span.is_recording()
+        return not self.end_ns and bool(self.flags & SAMPLED)
 
     @property
     def traceparent(self) -> str:
-        return _traceparent(self._span)
+        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{self.flags & 0xFF:02x}"
 
     def set(self, attributes: Attributes) -> None:
-        if self.recording:
-            self._span.set_attributes(attributes)
+        if not self.end_ns:
+            self.attributes.update(attributes)
 
     def event(self, name: str, attributes: Attributes | None = None) -> None:
-        if self.recording:
-            self._span.add_event(name, attributes)
+        if not self.end_ns:
+            if self.events is None:
+                self.events = []
+            self.events.append((name, time.time_ns(), attributes))
 
     def fail(self, error_type: str, message: str = "") -> None:
-        if self.recording:
-            self._span.set_attribute("error.type", error_type)
-            self._span.set_status(Status(StatusCode.ERROR, message or None))
+        if not self.end_ns:
+            self.attributes["error.type"] = error_type
+            self.error, self.message = True, message
 
     def end(self) -> None:
-        if not self._ended:
-            self._ended = True
-            self._span.end()
+        if not self.end_ns:
+            self.end_ns = time.time_ns()
+            if self.flags & SAMPLED:
+                self.processor.on_end(cast(ReadableSpan, self))
 
 
 class RequestTrace:
     """The SERVER span of one HTTP request; `child` opens spans under it."""
 
-    __slots__ = ("_children", "_span", "_token", "_tracing")
+    __slots__ = ("_token", "_tracing", "span")
 
-    def __init__(self, tracing: Tracing, span: OtelSpan) -> None:
+    def __init__(self, tracing: Tracing, span: Span) -> None:
         self._tracing = tracing
-        self._span = span
-        self._children: Context | None = None
+        self.span = span
         self._token: Token[Any] = request_trace.set(self)
 
     @property
@@ -122,73 +134,69 @@ class RequestTrace:
     @property
     def traceparent(self) -> str:
         """The SERVER span as a W3C `traceparent`, returned to the caller in a response header of that name."""
-        return _traceparent(self._span)
+        return self.span.traceparent
 
     def child(self, name: str, client: bool, attributes: Attributes) -> Span:
-        if self._children is None:
-            self._children = set_span_in_context(self._span)
-        kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
-        return Span(self._tracing.tracer.start_span(name, self._children, kind, attributes))
+        parent = self.span
+        flags = (parent.flags & 0xFF) | HAS_IS_REMOTE
+        kind = CLIENT if client else INTERNAL
+        return Span(parent.processor, name, kind, parent.trace_id, parent.span_id, flags, dict(attributes))
 
     def finish(self, method: str, route: str | None, status: int, error_type: str | None) -> None:
         """End the span once the response has gone: named after the route template when one matched, with the
         status, and `error.type` on a 5xx (the exception's class when one escaped, else the status)."""
-        span = self._span
-        if span.is_recording():
-            attributes: dict[str, str | int] = {"http.response.status_code": status}
-            if route is not None:
-                span.update_name(f"{method} {route}")
-                attributes["http.route"] = route
-            if status >= 500:
-                attributes["error.type"] = error_type or str(status)
-                span.set_status(Status(StatusCode.ERROR))
-            span.set_attributes(attributes)
+        span = self.span
+        attributes = span.attributes
+        attributes["http.response.status_code"] = status
+        if route is not None:
+            span.name = f"{method} {route}"
+            attributes["http.route"] = route
+        if status >= 500:
+            span.fail(error_type or str(status))
         span.end()
         request_trace.reset(self._token)
 
 
 class Tracing:
-    """The app's tracer provider: one batch span processor exporting over OTLP/HTTP (protobuf)."""
+    """The app's spans, batched by the SDK's BatchSpanProcessor and exported over OTLP/HTTP (protobuf)."""
 
     def __init__(self, settings: Settings) -> None:
         endpoint = settings.otel_exporter_otlp_traces_endpoint
-        if endpoint is None and settings.otel_exporter_otlp_endpoint:
-            endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
-        self._ids = _RequestIds()
+        if endpoint is None:
+            base = settings.otel_exporter_otlp_endpoint or "http://localhost:4318"
+            endpoint = base.rstrip("/") + "/v1/traces"
         resource = Resource.create({"service.name": settings.otel_service_name, "service.version": __version__})
-        self._provider = TracerProvider(resource=resource, id_generator=self._ids)
-        # endpoint None: the exporter's own default (http://localhost:4318/v1/traces, or the variables').
-        self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-        self.tracer = self._provider.get_tracer("sop_llm", __version__)
+        exporter = OTLPExporter(endpoint, resource.attributes, encode_scope("sop_llm", __version__))
+        self._processor = BatchSpanProcessor(exporter)
         self.redactor = Redactor(settings.request_log_redact) if settings.otel_capture_content else None
 
     def start_request(
         self, scope: MutableMapping[str, Any], trace_id: str, request_id: str | None, traceparent: str | None
     ) -> RequestTrace:
         """Open the SERVER span of an HTTP request: a child of the caller's `traceparent` when it sent a valid
-        one, else the root of a trace whose id is the request's `trace_id` (when that is a trace id: a caller's
-        X-Request-ID may be anything)."""
-        parent = parse_traceparent(traceparent) if traceparent is not None else None
-        context = None
-        if parent is not None:
-            remote = SpanContext(parent[0], parent[1], is_remote=True, trace_flags=TraceFlags(parent[2]))
-            context = set_span_in_context(NonRecordingSpan(remote))
-        else:
-            self._ids.pending = as_trace_id(trace_id)
-            self._ids.pending_random = request_id != trace_id
+        one, else the root of a trace whose id is the request's `trace_id` when that is a trace id (a caller's
+        X-Request-ID may be anything), so the response header, the request log and the trace agree."""
         method = scope["method"]
-        attributes: dict[str, str | tuple[str, ...]] = {
+        attributes: dict[str, Any] = {
             "http.request.method": method,
             "url.path": scope["path"],
             "url.scheme": scope.get("scheme", "http"),
         }
-        span = self.tracer.start_span(method, context, SpanKind.SERVER, attributes)
-        self._ids.pending = None
-        if request_id == trace_id and f"{span.get_span_context().trace_id:032x}" != trace_id:
+        parent = parse_traceparent(traceparent) if traceparent is not None else None
+        if parent is not None:
+            trace, parent_id, flags = parent[0], parent[1], (parent[2] & 0xFF) | HAS_IS_REMOTE | IS_REMOTE
+        else:
+            given = as_trace_id(trace_id)
+            trace = given or random.getrandbits(128) or 1
+            # W3C level 2's random-trace-id flag: ids made here are random, a caller's X-Request-ID need not be.
+            made_here = given is None or request_id != trace_id
+            parent_id, flags = 0, SAMPLED | HAS_IS_REMOTE | (RANDOM_TRACE_ID if made_here else 0)
+        span = Span(self._processor, method, SERVER, trace, parent_id, flags, attributes)
+        if request_id == trace_id and f"{trace:032x}" != trace_id:
             # The caller's own X-Request-ID, which the request log files the request under.
-            span.set_attribute("http.request.header.x-request-id", (request_id,))
+            attributes["http.request.header.x-request-id"] = (request_id,)
         return RequestTrace(self, span)
 
     def shutdown(self) -> None:
         """Export what is still queued, then stop the processor's thread (blocking: call it off the event loop)."""
-        self._provider.shutdown()
+        self._processor.shutdown()  # type: ignore[no-untyped-call]

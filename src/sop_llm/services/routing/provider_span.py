@@ -15,6 +15,7 @@ While the span is open, a remote provider passes it upstream as `traceparent` (i
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,10 +51,7 @@ class ProviderSpan:
             attributes["gen_ai.request.stop_sequences"] = request.stop
         remote = not provider.local
         if remote and provider.provider_config.base_url:
-            url = urlsplit(provider.provider_config.base_url)
-            if url.hostname:
-                attributes["server.address"] = url.hostname
-                attributes["server.port"] = url.port or (443 if url.scheme == "https" else 80)
+            attributes.update(_server(provider.provider_config.base_url))
         self.span: Span = trace.child(f"{operation} {model}", remote, attributes)
         self.model = model
         self.started = time.perf_counter()
@@ -120,6 +118,15 @@ def provider_span(provider: GenerationProvider, request: GenerationRequest) -> P
     """The span of a call about to start, or None (nothing done) outside a traced request."""
     trace = current_request_trace()
     return ProviderSpan(trace, provider, request) if trace is not None else None
+
+
+@functools.lru_cache(maxsize=256)
+def _server(base_url: str) -> dict[str, str | int]:
+    """`server.address` and `server.port` of a provider's base URL."""
+    url = urlsplit(base_url)
+    if not url.hostname:
+        return {}
+    return {"server.address": url.hostname, "server.port": url.port or (443 if url.scheme == "https" else 80)}
 
 
 def _input_messages(trace: RequestTrace, request: GenerationRequest) -> str:
