@@ -2,9 +2,10 @@
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, or OTEL_ENABLED=true (then to the SDK's default, localhost:4318).
 
 Off, nothing of OpenTelemetry is imported: this module and `active` are all the request path touches, and a
-request pays one context-variable read per provider call. On, `otel.Tracing` holds the SDK's tracer provider (one
-batch span processor, its own, never the process-global one) and opens a SERVER span per HTTP request
-(`otel.RequestTrace`), under which the provider spans open (services/routing/provider_span.py).
+request pays one context-variable read per provider call. On, `otel.Tracing` opens a SERVER span per HTTP request
+(`otel.RequestTrace`), under which the provider spans open (services/routing/provider_span.py); the SDK's batch
+span processor hands them to `otlp`, which writes the protobuf itself and POSTs it. docs/monitoring.md lists the
+spans' names and attributes.
 """
 
 from __future__ import annotations
