@@ -7,6 +7,7 @@ UPDATE_README_IMAGE=1."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -79,6 +80,28 @@ async def chat(url: str, key: str, content: str) -> httpx.Response:
                 "temperature": 0,
             },
         )
+
+
+async def start_work(url: str, admin: str) -> tuple[str, str]:
+    """A background task and a two-line batch, both of small generations; their ids."""
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0}
+    lines = [{"custom_id": f"line-{n}", "method": "POST", "url": "/v1/chat/completions", "body": ask} for n in (1, 2)]
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=60) as client:
+        task = await client.post(
+            "/api/v1/tasks", json={"kind": "generate", "payload": {"model": MODEL, "prompt": "Hi", "max_tokens": 4}}
+        )
+        assert task.status_code == 202, task.text
+        upload = await client.post(
+            "/v1/files",
+            data={"purpose": "batch"},
+            files={"file": ("lines.jsonl", "\n".join(json.dumps(line) for line in lines).encode())},
+        )
+        assert upload.status_code == 200, upload.text
+        batch = await client.post(
+            "/v1/batches", json={"input_file_id": upload.json()["id"], "endpoint": "/v1/chat/completions"}
+        )
+        assert batch.status_code == 200, batch.text
+    return task.json()["id"], batch.json()["id"]
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 20.0) -> None:
@@ -254,12 +277,28 @@ async def test_an_admin_manages_a_key_and_follows_its_usage_and_requests(
         README_IMAGE.parent.mkdir(exist_ok=True)
         shutil.copyfile(image, README_IMAGE)
 
-    # Models and providers; tasks and batches.
+    # Models: the model unloaded and loaded again from the page, which follows it until it is ready.
     await open_page(page, "models")
-    assert await page.locator(f"#models tr[data-model='{MODEL}']").count() == 1
+    model_row = f"#models tr[data-model='{MODEL}']"
+    await page.click(f"{model_row} button:text('Unload')")
+    await page.click(f"{model_row} button:text('Unload')")
+    await page.wait_for_selector(f"{model_row}[data-state='unloaded']", timeout=WAIT)
+    await page.click(f"{model_row} button:text('Load')")
+    await page.wait_for_selector(f"{model_row}[data-state='ready']", timeout=60_000)
     assert MODEL in (await page.text_content("#providers") or "")
     await screenshot(page, "models")
+
+    # Tasks and batches: a task and a two-line batch followed to the end; the batch's output downloads with the
+    # session alone.
+    task_id, batch_id = await start_work(live.url, admin)
     await open_page(page, "tasks")
+    await page.wait_for_selector(f"#tasks tr[data-id='{task_id}'][data-status='completed']", timeout=60_000)
+    batch_row = f"#batches tr[data-id='{batch_id}']"
+    await page.wait_for_selector(f"{batch_row}[data-status='completed']", timeout=60_000)
+    assert "2 / 2" in (await page.text_content(batch_row) or "")
+    output = await page.get_attribute(f"{batch_row} a:text('output')", "href")
+    lines = await page.evaluate("(href) => fetch(href, {credentials: 'same-origin'}).then(r => r.text())", output)
+    assert sorted(json.loads(line)["custom_id"] for line in lines.splitlines()) == ["line-1", "line-2"]
     await screenshot(page, "tasks")
 
     # Revoking the key (a second click confirms): its next request is refused.

@@ -67,7 +67,15 @@ async function act(change, done) {
   } catch (err) {
     say(message, err.message, false);
   }
-  await load();
+  await refresh();
+}
+
+async function refresh() {
+  try {
+    await load();
+  } catch (err) {
+    say(byId("keys-message"), err.message, false);
+  }
 }
 
 async function revoke(key) {
@@ -127,10 +135,6 @@ export const keysPage = {
     }
     byId("new-key").hidden = true;
     byId("new-key-value").value = "";
-    try {
-      await load();
-    } catch (err) {
-      say(byId("keys-message"), err.message, false);
-    }
+    await refresh();
   },
 };

@@ -4,6 +4,8 @@ import { api } from "./api.js";
 import { button, byId, cell, confirmButton, el, formatBytes, numberCell, say, stateClass } from "./dom.js";
 
 let loads = 0;
+let active = false;
+let follow = null; // a timer that reloads the lists while a model is loading
 
 async function change(name, action) {
   const message = byId("models-message");
@@ -13,7 +15,7 @@ async function change(name, action) {
   } catch (err) {
     say(message, name + ": " + err.message, false);
   }
-  await load();
+  await refresh();
 }
 
 function memory(model) {
@@ -24,15 +26,16 @@ function memory(model) {
 function modelRow(model) {
   const stats = model.stats || {};
   const actions = el("td", "");
-  if (model.kind === "generation" && model.memory) {
-    if (model.state === "ready" || model.state === "loading") actions.append(confirmButton("Unload", () => change(model.name, "unload")));
-    else actions.append(button("Load", () => change(model.name, "load")));
-  }
+  // Local models have a load state (remote ones have none): a ready one can be unloaded, an unloaded or failed
+  // one loaded; a loading one is left alone while the page follows it.
+  if (model.state === "ready") actions.append(confirmButton("Unload", () => change(model.name, "unload")));
+  else if (model.state === "unloaded" || model.state === "failed") actions.append(button("Load", () => change(model.name, "load")));
   const tr = el("tr", "",
     cell(model.name), cell(model.kind), cell(model.provider), cell(model.state || "remote", stateClass(model.state || "ok")),
     cell(memory(model), "num"), numberCell(stats.active), numberCell(stats.waiting), numberCell(stats.completed),
     numberCell(stats.failed), actions);
   tr.dataset.model = model.name;
+  tr.dataset.state = model.state || "remote";
   return tr;
 }
 
@@ -53,14 +56,25 @@ async function load() {
   byId("providers").replaceChildren(...providers.providers.map(providerRow));
   loads += 1;
   byId("page-models").dataset.loaded = String(loads);
+  clearTimeout(follow);
+  if (active && models.models.some((model) => model.state === "loading")) follow = setTimeout(refresh, 1000);
+}
+
+async function refresh() {
+  try {
+    await load();
+  } catch (err) {
+    say(byId("models-message"), err.message, false);
+  }
 }
 
 export const modelsPage = {
   async enter() {
-    try {
-      await load();
-    } catch (err) {
-      say(byId("models-message"), err.message, false);
-    }
+    active = true;
+    await refresh();
+  },
+  leave() {
+    active = false;
+    clearTimeout(follow);
   },
 };

@@ -6,6 +6,8 @@ import { byId, cell, confirmButton, el, formatTime, numberCell, say, stateClass 
 const RUNNING_TASK = new Set(["pending", "processing"]);
 const RUNNING_BATCH = new Set(["validating", "in_progress", "finalizing"]);
 let loads = 0;
+let active = false;
+let follow = null; // a timer that reloads the lists while a task or batch runs
 
 async function act(change, done) {
   const message = byId("tasks-message");
@@ -15,7 +17,7 @@ async function act(change, done) {
   } catch (err) {
     say(message, err.message, false);
   }
-  await load();
+  await refresh();
 }
 
 function taskRow(task) {
@@ -25,10 +27,13 @@ function taskRow(task) {
       act(() => api("/api/v1/tasks/" + encodeURIComponent(task.id), { method: "DELETE" }), "task " + task.id + " cancelled")));
   }
   const error = task.error ? task.error.message || JSON.stringify(task.error) : "";
-  return el("tr", "",
+  const tr = el("tr", "",
     cell(task.id, "mono"), cell(task.kind), cell(task.status, stateClass(task.status)),
     numberCell(task.attempts + " / " + task.max_attempts), cell(formatTime(task.created_at)),
     cell(formatTime(task.finished_at)), cell(error, error ? "bad" : ""), actions);
+  tr.dataset.id = task.id;
+  tr.dataset.status = task.status;
+  return tr;
 }
 
 function download(label, fileId) {
@@ -53,9 +58,12 @@ function batchRow(batch) {
     actions.append(confirmButton("Cancel", () =>
       act(() => api("/v1/batches/" + encodeURIComponent(batch.id) + "/cancel", { method: "POST" }), "batch " + batch.id + " cancelling")));
   }
-  return el("tr", "",
+  const tr = el("tr", "",
     cell(batch.id, "mono"), cell(batch.endpoint, "mono"), cell(batch.status, stateClass(batch.status)), progress,
     cell(formatTime(batch.created_at)), results, actions);
+  tr.dataset.id = batch.id;
+  tr.dataset.status = batch.status;
+  return tr;
 }
 
 async function load() {
@@ -64,14 +72,27 @@ async function load() {
   byId("batches").replaceChildren(...batches.data.map(batchRow));
   loads += 1;
   byId("page-tasks").dataset.loaded = String(loads);
+  clearTimeout(follow);
+  const running = tasks.tasks.some((task) => RUNNING_TASK.has(task.status)) ||
+    batches.data.some((batch) => RUNNING_BATCH.has(batch.status) || batch.status === "cancelling");
+  if (active && running) follow = setTimeout(refresh, 2000);
+}
+
+async function refresh() {
+  try {
+    await load();
+  } catch (err) {
+    say(byId("tasks-message"), err.message, false);
+  }
 }
 
 export const tasksPage = {
   async enter() {
-    try {
-      await load();
-    } catch (err) {
-      say(byId("tasks-message"), err.message, false);
-    }
+    active = true;
+    await refresh();
+  },
+  leave() {
+    active = false;
+    clearTimeout(follow);
   },
 };
