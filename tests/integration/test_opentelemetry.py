@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -138,6 +138,7 @@ def _config(folder: Path, upstream: RecordingUpstream, local: bool) -> Path:
     if not local:
         models["models"].clear()
     models["models"]["remote"] = {"provider": "fake", "model": "ok"}
+    models["models"]["broken"] = {"provider": "fake", "model": "fail-500"}
     (folder / "models.yaml").write_text(yaml.safe_dump(models))
     return folder
 
@@ -155,7 +156,10 @@ def service(
 ) -> Iterator[LiveServer]:
     folder = _config(tmp_path_factory.mktemp("otel"), upstream, local=True)
     settings = make_settings(
-        CONFIG_DIR=str(folder), LLM_DEFAULT_MODEL="smollm2-135m", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url
+        CONFIG_DIR=str(folder),
+        LLM_DEFAULT_MODEL="smollm2-135m",
+        LLM_RETRIES=0,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
     )
     live = LiveServer(settings).start()
     yield live
@@ -287,6 +291,83 @@ def test_a_remote_provider_is_sent_the_trace(
     assert attributes["server.address"] == "127.0.0.1"
     (sent,) = upstream.headers[before:]
     assert sent["traceparent"] == f"00-{trace}-{provider.span_id.hex()}-01"
+
+
+def test_a_failed_call_marks_both_spans(service: LiveServer, receiver: Receiver) -> None:
+    trace = "8" + CALLER_TRACE[1:]
+    payload = {"model": "broken", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    headers = {"traceparent": f"00-{trace}-{CALLER_SPAN}-01"}
+    response = httpx.post(f"{service.url}/v1/chat/completions", json=payload, headers=headers, timeout=30)
+    assert response.status_code >= 500
+    server, provider = _server_and_provider(receiver.trace(trace, 2))
+    assert server.status.code == server.status.STATUS_CODE_ERROR
+    assert _attributes(server.attributes)["error.type"] == str(response.status_code)
+    assert provider.status.code == provider.status.STATUS_CODE_ERROR
+    assert "scripted 500" in provider.status.message
+    assert _attributes(provider.attributes)["error.type"] == "ProviderError"
+
+
+def test_an_unsampled_trace_is_passed_on_but_not_recorded(
+    service: LiveServer, receiver: Receiver, upstream: RecordingUpstream
+) -> None:
+    trace = "9" + CALLER_TRACE[1:]
+    before = len(upstream.headers)
+    response = _chat(service.url, "remote", {"traceparent": f"00-{trace}-{CALLER_SPAN}-00"})
+    assert response.headers["traceparent"].startswith(f"00-{trace}-")
+    assert response.headers["traceparent"].endswith("-00")
+    (sent,) = upstream.headers[before:]
+    assert sent["traceparent"].startswith(f"00-{trace}-") and sent["traceparent"].endswith("-00")
+    _chat(service.url, "remote", {"traceparent": f"00-{'a' + trace[1:]}-{CALLER_SPAN}-01"})
+    receiver.trace("a" + trace[1:], 2)  # a later, sampled trace has arrived: the unsampled one would have too
+    assert receiver.trace(trace, 0, timeout=0) == []
+
+
+def test_spans_are_written_as_otlp_protobuf() -> None:
+    """The span writer against the official messages, with every kind of value it may be given."""
+    from sop_llm.infra.telemetry import otlp
+
+    class Written:
+        name = "chat m"
+        kind = 3
+        trace_id = int(CALLER_TRACE, 16)
+        span_id = 0x1122334455667788
+        parent_id = 0
+        flags = 0x301
+        start_ns = 1_700_000_000_000_000_000
+        end_ns = start_ns + 1_500_000
+        attributes: ClassVar[dict[str, Any]] = {
+            "s": "é ✓",
+            "t": True,
+            "f": False,
+            "i": 3,
+            "n": -7,
+            "big": 2**62,
+            "d": 0.25,
+            "strings": ["a", "b"],
+            "ints": (1, 2),
+            "long": "x" * 300,
+        }
+        events: ClassVar[list[Any]] = [("gen_ai.first_token", start_ns + 10, None), ("e", start_ns + 20, {"k": "v"})]
+        error = True
+        message = "went wrong"
+
+    body = otlp.encode_request({"service.name": "svc"}, otlp.encode_scope("scope", "1.0"), [Written(), Written()])
+    request = ExportTraceServiceRequest.FromString(body)
+    (resource,) = request.resource_spans
+    assert _attributes(resource.resource.attributes) == {"service.name": "svc"}
+    (scope,) = resource.scope_spans
+    assert (scope.scope.name, scope.scope.version) == ("scope", "1.0")
+    span = scope.spans[1]
+    assert span.trace_id.hex() == CALLER_TRACE and span.span_id.hex() == "1122334455667788"
+    assert span.parent_span_id == b"" and span.name == "chat m" and span.kind == Span.SPAN_KIND_CLIENT
+    assert (span.start_time_unix_nano, span.end_time_unix_nano) == (Written.start_ns, Written.end_ns)
+    assert span.flags == 0x301
+    assert _attributes(span.attributes) == {**Written.attributes, "ints": [1, 2]}
+    assert [(e.name, e.time_unix_nano, _attributes(e.attributes)) for e in span.events] == [
+        ("gen_ai.first_token", Written.start_ns + 10, {}),
+        ("e", Written.start_ns + 20, {"k": "v"}),
+    ]
+    assert (span.status.code, span.status.message) == (span.status.STATUS_CODE_ERROR, "went wrong")
 
 
 def test_captured_content_is_redacted(capturing: LiveServer, receiver: Receiver) -> None:
