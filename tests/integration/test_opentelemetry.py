@@ -129,13 +129,16 @@ def upstream() -> Iterator[RecordingUpstream]:
 
 
 def _config(folder: Path, upstream: RecordingUpstream, local: bool) -> Path:
-    """The fake upstream as `remote`, beside the embedded SmolLM2 (`smollm2-135m`) when `local`."""
+    """The fake upstream as `remote` (and `broken`, which answers 500), beside the embedded SmolLM2 (`smollm2-135m`)
+    and MiniLM (`all-minilm-l6-v2`) when `local`."""
     smollm2_config(folder, context_length=512)
     providers = yaml.safe_load((folder / "providers.yaml").read_text())
     providers["providers"]["fake"] = {"type": "openai", "base_url": upstream.url, "timeout": 10}
     (folder / "providers.yaml").write_text(yaml.safe_dump(providers))
     models = yaml.safe_load((folder / "models.yaml").read_text())
-    if not local:
+    if local:  # and the shipped embedding model (ONNX, int8)
+        (folder / "embeddings.yaml").write_text(Path("config/embeddings.yaml").read_text())
+    else:
         models["models"].clear()
     models["models"]["remote"] = {"provider": "fake", "model": "ok"}
     models["models"]["broken"] = {"provider": "fake", "model": "fail-500"}
@@ -291,6 +294,25 @@ def test_a_remote_provider_is_sent_the_trace(
     assert attributes["server.address"] == "127.0.0.1"
     (sent,) = upstream.headers[before:]
     assert sent["traceparent"] == f"00-{trace}-{provider.span_id.hex()}-01"
+
+
+def test_an_embedding_call_has_its_span(service: LiveServer, receiver: Receiver) -> None:
+    trace = "b" + CALLER_TRACE[1:]
+    response = httpx.post(
+        f"{service.url}/v1/embeddings",
+        json={"model": "all-minilm-l6-v2", "input": ["a traced sentence", "and another one"]},
+        headers={"traceparent": f"00-{trace}-{CALLER_SPAN}-01"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    server, provider = _server_and_provider(receiver.trace(trace, 2))
+    assert server.name == "POST /v1/embeddings"
+    attributes = _attributes(provider.attributes)
+    assert provider.name == "embeddings embedded:all-minilm-l6-v2"
+    assert attributes["gen_ai.operation.name"] == "embeddings"
+    assert attributes["gen_ai.usage.input_tokens"] == response.json()["usage"]["prompt_tokens"] > 0
+    assert attributes["gen_ai.embeddings.dimension.count"] == len(response.json()["data"][0]["embedding"])
+    assert attributes["sop_llm.inputs"] == 2
 
 
 def test_a_failed_call_marks_both_spans(service: LiveServer, receiver: Receiver) -> None:

@@ -16,6 +16,7 @@ from sop_llm.infra.settings import Settings
 from sop_llm.providers.base import EmbeddingProvider, RerankProvider
 from sop_llm.providers.registry import embedding_provider, rerank_provider
 from sop_llm.services.embeddings.batcher import EmbeddingBatcher, TokenizingEncoder
+from sop_llm.services.embeddings.span import embedding_span, failed
 from sop_llm.services.local.load_state import LoadState, ModelState
 from sop_llm.services.local.memory_guard import check_memory
 
@@ -223,7 +224,18 @@ class EmbeddingManager:
                 vectors[i] = np.frombuffer(hit, dtype=np.float32, offset=_TOKENS.size)
         if missing:
             assert model.batcher is not None
-            fresh, fresh_tokens = await model.batcher.submit([prepared[i] for i in missing])
+            span = embedding_span(model.name, model.provider, len(missing))
+            try:
+                fresh, fresh_tokens = await model.batcher.submit([prepared[i] for i in missing])
+                if span is not None:
+                    span.set({"gen_ai.usage.input_tokens": sum(fresh_tokens)})
+            except BaseException as exc:
+                if span is not None:
+                    failed(span, exc)
+                raise
+            finally:
+                if span is not None:
+                    span.end()
             vectors[missing] = fresh
             tokens += sum(fresh_tokens)
             await self._cache.set_many(
