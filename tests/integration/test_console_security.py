@@ -6,11 +6,13 @@ a user-scope session kept to its own data."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
@@ -29,6 +31,7 @@ from tests.live_server import LiveServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+JWT_SECRET = "console-test-secret-of-at-least-32-bytes"
 HOSTILE = "<img src=x onerror=alert(1)> and <script>alert(2)</script>"
 PAGES = ("overview", "keys", "usage", "logs", "models", "tasks")
 CSP = (
@@ -62,7 +65,9 @@ class Keys:
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, Keys]]:
-    live = console_server(tmp_path_factory.mktemp("console-security")).start()
+    live = console_server(
+        tmp_path_factory.mktemp("console-security"), JWT_SECRET=JWT_SECRET, JWT_ALGORITHMS=["HS256"]
+    ).start()
     try:
         yield live, Keys(live)
     finally:
@@ -312,5 +317,19 @@ def test_a_session_ends_when_the_key_that_opened_it_is_revoked(secured: tuple[Li
         assert revoked.status_code == 200
         assert client.get("/api/v1/admin/keys").status_code == 401  # API_KEY_CACHE_SECONDS=0 here: at once
         assert client.get("/console/session").status_code == 401
+    finally:
+        client.close()
+
+
+def test_an_admin_jwt_signs_in_for_no_longer_than_the_token_lives(secured: tuple[LiveServer, Keys]) -> None:
+    live, _ = secured
+    token = jwt.encode({"sub": "ops", "scope": "admin", "exp": int(time.time()) + 120}, JWT_SECRET, algorithm="HS256")
+    answer, client = session_of(live.url, token)
+    try:
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["subject"] == "jwt:ops" and answer.json()["scope"] == "admin"
+        max_age = re.search(r"Max-Age=(\d+)", answer.headers["set-cookie"], re.IGNORECASE)
+        assert max_age is not None and 60 < int(max_age.group(1)) <= 120  # the token's 2 minutes, not 8 hours
+        assert client.get("/api/v1/admin/keys").status_code == 200
     finally:
         client.close()

@@ -15,7 +15,7 @@ from sop_llm.api.deps import ServicesDep
 from sop_llm.api.responses import json_response
 from sop_llm.infra.errors import AuthenticationError, ForbiddenError
 from sop_llm.services.auth.principal import ANONYMOUS
-from sop_llm.services.auth.sessions import Session
+from sop_llm.services.auth.sessions import Session, token_expiry
 
 router = APIRouter(include_in_schema=False)  # docs/console.md describes it
 NO_STORE = {"Cache-Control": "no-store"}  # the answers carry the CSRF token
@@ -40,19 +40,21 @@ def _over_https(request: Request) -> bool:
 async def sign_in(body: SignIn, request: Request, services: ServicesDep) -> Response:
     if foreign_origin(request.headers):
         raise ForbiddenError("refused: sign-in from a page of another origin (Origin header)")
+    credential = body.credential.strip()
     try:
-        principal = await services.auth.authenticate(body.credential.strip())
+        principal = await services.auth.authenticate(credential)
     except AuthenticationError as exc:
         raise AuthenticationError(f"sign-in refused: {exc.message}") from exc
     sessions = services.console_sessions
     if (earlier := session_token(request.headers)) is not None:
         await sessions.close(earlier)  # signing in again replaces the session, never adds one
-    token, session = await sessions.open(principal)
+    seconds = sessions.lifetime(token_expiry(credential))
+    token, session = await sessions.open(principal, seconds)
     response = json_response(_view(session, services.auth.enabled), headers=NO_STORE)
     response.set_cookie(
         SESSION_COOKIE,
         token,
-        max_age=sessions.seconds,
+        max_age=seconds,
         path="/",
         secure=_over_https(request),
         httponly=True,

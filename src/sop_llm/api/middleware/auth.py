@@ -6,7 +6,7 @@ makes them public.
 
 A request with neither `Authorization` nor `X-API-Key` may carry the console's session cookie instead. A browser
 sends that cookie on its own, so a cookie alone never changes anything: POST, PUT, PATCH and DELETE also need the
-session's CSRF token in `X-CSRF-Token`, and are refused when their `Origin` names another site."""
+session's CSRF token in `X-CSRF-Token`, and are refused when their `Origin` names another host."""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ every session; otherwise in this process's memory, apart from the shared cache s
 session out.
 
 A session opened with an API key ends when that key is revoked: the key is looked up again at most every
-API_KEY_CACHE_SECONDS, as a key sent in a header is."""
+API_KEY_CACHE_SECONDS, as a key sent in a header is. A session opened with a JWT ends when the token expires, if
+that comes before CONSOLE_SESSION_HOURS."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import jwt
 import orjson
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -22,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sop_llm.infra.cache import Cache
 from sop_llm.infra.errors import ServiceUnavailableError
 from sop_llm.infra.redis_keys import NAMESPACE
+from sop_llm.services.auth.keys import KEY_PREFIX
 from sop_llm.services.auth.model import ApiKeyRow
 from sop_llm.services.auth.principal import SCOPES, Principal
 
@@ -31,6 +34,17 @@ _KEY_SUBJECT = "key:"
 
 def session_key(token: str) -> str:
     return SESSION_PREFIX + hashlib.blake2b(token.encode(), digest_size=16).hexdigest()
+
+
+def token_expiry(credential: str) -> float | None:
+    """When a JWT expires (its `exp`, a Unix time), read from a token already verified; None for an API key."""
+    if credential.startswith(KEY_PREFIX):
+        return None
+    try:
+        expiry = jwt.decode(credential, options={"verify_signature": False}).get("exp")
+    except jwt.PyJWTError:
+        return None
+    return float(expiry) if isinstance(expiry, int | float) else None
 
 
 @dataclass(frozen=True)
@@ -49,12 +63,18 @@ class Sessions:
         self._key_check_seconds = key_check_seconds
         self._keys_checked: dict[str, tuple[float, bool]] = {}
 
-    async def open(self, principal: Principal) -> tuple[str, Session]:
+    def lifetime(self, expires_at: float | None) -> int:
+        """How many seconds a session lasts: CONSOLE_SESSION_HOURS, or less when its credential expires sooner."""
+        if expires_at is None:
+            return self.seconds
+        return max(1, min(self.seconds, int(expires_at - time.time())))
+
+    async def open(self, principal: Principal, seconds: int) -> tuple[str, Session]:
         """A new session for this principal, and the token its cookie carries (kept nowhere else)."""
         token = secrets.token_urlsafe(32)
         session = Session(principal, secrets.token_urlsafe(32))
         value = {"subject": principal.subject, "scope": principal.scope, "csrf": session.csrf_token}
-        await self._cache.set(session_key(token), orjson.dumps(value), ttl=self.seconds)
+        await self._cache.set(session_key(token), orjson.dumps(value), ttl=seconds)
         return token, session
 
     async def find(self, token: str) -> Session | None:
