@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
 from tests.live_server import LiveServer, make_settings, smollm2_config
 
@@ -128,12 +129,26 @@ def upstream() -> Iterator[RecordingUpstream]:
     fake.stop()
 
 
-def _config(folder: Path, upstream: RecordingUpstream, local: bool) -> Path:
+@pytest.fixture(scope="module")
+def claude() -> Iterator[FakeAnthropic]:
+    fake = FakeAnthropic(api_key="test-key", model_ids=("claude-test",)).start()
+    yield fake
+    fake.stop()
+
+
+def _config(folder: Path, upstream: RecordingUpstream, local: bool, claude: FakeAnthropic | None = None) -> Path:
     """The fake upstream as `remote` (and `broken`, which answers 500), beside the embedded SmolLM2 (`smollm2-135m`)
     and MiniLM (`all-minilm-l6-v2`) when `local`."""
     smollm2_config(folder, context_length=512)
     providers = yaml.safe_load((folder / "providers.yaml").read_text())
     providers["providers"]["fake"] = {"type": "openai", "base_url": upstream.url, "timeout": 10}
+    if claude is not None:
+        providers["providers"]["claude-api"] = {
+            "type": "anthropic",
+            "base_url": claude.url,
+            "api_key": "test-key",
+            "timeout": 10,
+        }
     (folder / "providers.yaml").write_text(yaml.safe_dump(providers))
     models = yaml.safe_load((folder / "models.yaml").read_text())
     if local:  # and the shipped embedding model (ONNX, int8)
@@ -142,6 +157,8 @@ def _config(folder: Path, upstream: RecordingUpstream, local: bool) -> Path:
         models["models"].clear()
     models["models"]["remote"] = {"provider": "fake", "model": "ok"}
     models["models"]["broken"] = {"provider": "fake", "model": "fail-500"}
+    if claude is not None:
+        models["models"]["claude"] = {"provider": "claude-api", "model": "claude-test"}
     (folder / "models.yaml").write_text(yaml.safe_dump(models))
     return folder
 
@@ -155,9 +172,13 @@ def traced_env() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def service(
-    traced_env: None, receiver: Receiver, upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory
+    traced_env: None,
+    receiver: Receiver,
+    upstream: RecordingUpstream,
+    claude: FakeAnthropic,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LiveServer]:
-    folder = _config(tmp_path_factory.mktemp("otel"), upstream, local=True)
+    folder = _config(tmp_path_factory.mktemp("otel"), upstream, local=True, claude=claude)
     settings = make_settings(
         CONFIG_DIR=str(folder),
         LLM_DEFAULT_MODEL="smollm2-135m",
@@ -390,6 +411,20 @@ def test_spans_are_written_as_otlp_protobuf() -> None:
         ("e", Written.start_ns + 20, {"k": "v"}),
     ]
     assert (span.status.code, span.status.message) == (span.status.STATUS_CODE_ERROR, "went wrong")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_is_sent_the_trace(
+    service: LiveServer, receiver: Receiver, claude: FakeAnthropic, stream: bool
+) -> None:
+    trace = f"{'c' if stream else 'd'}{CALLER_TRACE[1:]}"
+    _chat(service.url, "claude", {"traceparent": f"00-{trace}-{CALLER_SPAN}-01"}, stream=stream)
+    _, provider = _server_and_provider(receiver.trace(trace, 2))
+    attributes = _attributes(provider.attributes)
+    assert (provider.kind, attributes["gen_ai.provider.name"]) == (Span.SPAN_KIND_CLIENT, "anthropic")
+    assert attributes["gen_ai.request.model"] == "claude-test"
+    sent = claude.recorded("/v1/messages")[-1]
+    assert sent.headers["traceparent"] == f"00-{trace}-{provider.span_id.hex()}-01"
 
 
 def test_captured_content_is_redacted(capturing: LiveServer, receiver: Receiver) -> None:
