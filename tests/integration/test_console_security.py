@@ -171,11 +171,13 @@ def test_security_headers_on_every_console_page_and_file(secured: tuple[LiveServ
     live, _ = secured
     folder = resources.files("sop_llm.api").joinpath("static/console")
     names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith((".js", ".css")))
-    assert {"app.js", "logs.js", "console.css"} <= set(names)
-    html = folder.joinpath("index.html").read_text(encoding="utf-8")
-    # Nothing inline for the policy to refuse: every script is a file, no handler attribute, no style attribute.
-    assert all('src="' in tag for tag in re.findall(r"<script[^>]*>", html))
-    assert not re.search(r"\son[a-z]+\s*=", html) and not re.search(r"\sstyle\s*=", html) and "<style" not in html
+    assert {"app.js", "logs.js", "console.css", "dashboard.js", "dashboard.css"} <= set(names)
+    # Nothing inline for the policy to refuse: every script is a file, no handler attribute, no style attribute
+    # (the dashboard's page, which uses two of the console's files, neither).
+    for page in (folder.joinpath("index.html"), resources.files("sop_llm.api").joinpath("static/dashboard.html")):
+        html = page.read_text(encoding="utf-8")
+        assert all('src="' in tag for tag in re.findall(r"<script[^>]*>", html))
+        assert not re.search(r"\son[a-z]+\s*=", html) and not re.search(r"\sstyle\s*=", html) and "<style" not in html
     for path in ["/console/", *(f"/console/static/{name}" for name in names)]:
         answer = httpx.get(live.url + path)
         assert answer.status_code == 200, path
