@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -222,3 +223,16 @@ def test_with_the_log_off_nothing_is_written() -> None:
         assert deployment.logs().json()["data"] == []
     finally:
         deployment.close()
+
+
+def test_a_client_gone_while_sending_its_body_is_logged_as_499_not_as_a_server_error(deployment: Deployment) -> None:
+    subject, headers = deployment.user("impatient")
+    port = int(deployment.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(
+            f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {headers['Authorization']}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n".encode()
+            + b'{"model": "remote", "mess'
+        )
+    row = deployment.wait_for(1, subject=subject)[0]
+    assert (row["route"], row["status"], row["error_code"]) == (CHAT, 499, None)

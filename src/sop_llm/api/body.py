@@ -11,14 +11,20 @@ from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+
+from sop_llm.api.disconnect import ClientDisconnected
 
 M = TypeVar("M", bound=BaseModel)
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
     try:
-        return model.model_validate_json(await request.body())
+        body = await request.body()
+    except ClientDisconnect:
+        raise ClientDisconnected from None  # gone while sending its body: nobody to answer, not a server error
+    try:
+        return model.model_validate_json(body)
     except ValidationError as exc:
         errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
