@@ -69,7 +69,9 @@ class Deployment:
         return f"key:{key_id}", {"Authorization": f"Bearer {key}"}
 
     def logs(self, headers: dict[str, str] | None = None, **params: Any) -> httpx.Response:
-        return httpx.get(f"{self.url}/api/v1/logs", params=params, headers=self.as_admin if headers is None else headers, timeout=10)
+        return httpx.get(
+            f"{self.url}/api/v1/logs", params=params, headers=self.as_admin if headers is None else headers, timeout=10
+        )
 
     def wait_for(self, count: int, **params: Any) -> list[dict[str, Any]]:
         """The rows matching `params` once there are `count` of them (writes are batched, off the request path)."""

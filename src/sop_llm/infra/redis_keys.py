@@ -10,6 +10,7 @@ cleaned up or given an ACL by prefix: `sop-llm:*` is everything of ours.
 | `sop-llm:node:<deployment>:…` | a deployment's requests in flight, of the last minute, tokens of this minute |
 | `sop-llm:budget:<caller>:<model>:<day or month>` | tokens used against a budget in that period |
 | `sop-llm:ticket:<digest>` | a single-use WebSocket ticket (30 s) |
+| `sop-llm:console:<digest>` | a console session (CONSOLE_SESSION_HOURS), under a hash of its cookie |
 | `sop-llm:tasks` | the task stream (`TASKS_STREAM`), consumer group `sop-llm-workers` |
 """
 
@@ -51,3 +52,7 @@ def budget_key(subject: str, model: str, period_label: str) -> str:
 
 def ticket_key(ticket: str) -> str:
     return f"{NAMESPACE}:ticket:{_digest(ticket)}"
+
+
+def console_session_key(token: str) -> str:
+    return f"{NAMESPACE}:console:{_digest(token)}"

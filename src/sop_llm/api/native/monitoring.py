@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import HTMLResponse, Response
 
+from sop_llm.api.console.headers import SECURITY_HEADERS
 from sop_llm.api.contracts import answers, raw_answer
 from sop_llm.api.deps import ServicesDep
 from sop_llm.api.native.answers import Ticket
@@ -48,7 +49,7 @@ async def metrics(services: ServicesDep) -> Response:
 @root.get("/dashboard", response_class=Response, responses=raw_answer("text/html", "The dashboard page"))
 async def dashboard() -> HTMLResponse:
     page = resources.files("sop_llm.api").joinpath("static/dashboard.html").read_text(encoding="utf-8")
-    return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+    return HTMLResponse(page, headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
 
 
 @router.post("/monitoring/ticket", responses=answers(Ticket, "A single-use ticket"))

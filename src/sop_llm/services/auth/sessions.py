@@ -10,7 +10,6 @@ that comes before CONSOLE_SESSION_HOURS."""
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -23,17 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sop_llm.infra.cache import Cache
 from sop_llm.infra.errors import ServiceUnavailableError
-from sop_llm.infra.redis_keys import NAMESPACE
+from sop_llm.infra.redis_keys import console_session_key
 from sop_llm.services.auth.keys import KEY_PREFIX
 from sop_llm.services.auth.model import ApiKeyRow
 from sop_llm.services.auth.principal import SCOPES, Principal
 
-SESSION_PREFIX = f"{NAMESPACE}:console:"
 _KEY_SUBJECT = "key:"
-
-
-def session_key(token: str) -> str:
-    return SESSION_PREFIX + hashlib.blake2b(token.encode(), digest_size=16).hexdigest()
 
 
 def token_expiry(credential: str) -> float | None:
@@ -74,12 +68,12 @@ class Sessions:
         token = secrets.token_urlsafe(32)
         session = Session(principal, secrets.token_urlsafe(32))
         value = {"subject": principal.subject, "scope": principal.scope, "csrf": session.csrf_token}
-        await self._cache.set(session_key(token), orjson.dumps(value), ttl=seconds)
+        await self._cache.set(console_session_key(token), orjson.dumps(value), ttl=seconds)
         return token, session
 
     async def find(self, token: str) -> Session | None:
         """The session this token opened; None when it is unknown, expired, signed out, or its key was revoked."""
-        value = await self._cache.get(session_key(token))
+        value = await self._cache.get(console_session_key(token))
         if value is None:
             return None
         stored = orjson.loads(value)
@@ -94,7 +88,7 @@ class Sessions:
         return session
 
     async def close(self, token: str) -> None:
-        await self._cache.take(session_key(token))
+        await self._cache.take(console_session_key(token))
 
     async def _key_active(self, key_id: str) -> bool:
         checked = self._keys_checked.get(key_id)
