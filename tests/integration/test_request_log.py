@@ -73,11 +73,13 @@ class Deployment:
             f"{self.url}/api/v1/logs", params=params, headers=self.as_admin if headers is None else headers, timeout=10
         )
 
-    def wait_for(self, count: int, **params: Any) -> list[dict[str, Any]]:
-        """The rows matching `params` once there are `count` of them (writes are batched, off the request path)."""
+    def wait_for(self, count: int, route: str | None = None, **params: Any) -> list[dict[str, Any]]:
+        """The rows matching `params` (and `route`) once there are `count` of them (writes are batched, off the
+        request path)."""
         deadline = time.monotonic() + 20
         while True:
             rows: list[dict[str, Any]] = self.logs(limit=200, **params).json()["data"]
+            rows = [row for row in rows if route in (None, row["route"])]
             if len(rows) >= count or time.monotonic() > deadline:
                 return rows
             time.sleep(0.1)
@@ -212,6 +214,16 @@ def test_full_logs_keep_the_bodies_with_every_redacted_pattern_hidden() -> None:
         for pattern in patterns:
             for body in (detail["request_body"], detail["response_body"]):
                 assert not re.search(pattern, body), pattern
+
+        # A console sign-in carries a credential and a new key's answer the key: their bodies are never kept.
+        signed_in = httpx.post(f"{deployment.url}/console/session", json={"credential": deployment.admin})
+        assert signed_in.status_code == 200
+        made = httpx.post(f"{deployment.url}/api/v1/admin/keys", json={"name": "k"}, headers=deployment.as_admin)
+        assert made.status_code == 201
+        for route in ("/console/session", "/api/v1/admin/keys"):
+            row = deployment.wait_for(1, route=route)[0]
+            detail = httpx.get(f"{deployment.url}/api/v1/logs/{row['id']}", headers=deployment.as_admin).json()
+            assert (detail["request_body"], detail["response_body"]) == (None, None), route
     finally:
         deployment.close()
 

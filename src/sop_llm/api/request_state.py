@@ -1,5 +1,6 @@
 """What the middleware leave on a request for the routes: the caller that auth found (`principal_of`, `caller_key`,
-`require_admin`). What the routes leave for the middleware is the request's record (services/usage/record.py)."""
+`require_admin`), and the whole template of the route it matched (`route_template`). What the routes leave for the
+middleware is the request's record (services/usage/record.py)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,21 @@ async def require_admin(request: Request) -> Principal:
     if not principal.admin:
         raise ForbiddenError("this needs an admin API key or a token with the admin scope")
     return principal
+
+
+def route_template(scope: Scope) -> str | None:
+    """The matched route's path template, whole (`/api/v1/tasks/{task_id}`); None when no route matched. A route
+    of an included router knows only its own part of the path (`/tasks/{task_id}`), not the prefix it was included
+    under, so the prefix is read off the request's path: the part before what the route's pattern matches."""
+    route = scope.get("route")
+    template: str | None = getattr(route, "path", None)
+    pattern = getattr(route, "path_regex", None)
+    path: str = scope["path"]
+    if template is None or pattern is None or pattern.match(path):
+        return template
+    cut = path.find("/", 1)
+    while cut != -1:
+        if pattern.match(path[cut:]):
+            return path[:cut] + template
+        cut = path.find("/", cut + 1)
+    return template

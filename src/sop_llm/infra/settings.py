@@ -134,7 +134,8 @@ class Settings(BaseSettings):
     request_log_buffer: int = Field(50_000, ge=100, alias="REQUEST_LOG_BUFFER")
     request_log_body_limit: int = Field(16_384, ge=256, alias="REQUEST_LOG_BODY_LIMIT")
     # Regular expressions whose matches are replaced by [REDACTED] in logged bodies (and in spans' content); the
-    # default catches e-mail addresses, card numbers, this service's keys, OpenAI / Anthropic keys and bearer tokens.
+    # default catches e-mail addresses, card numbers, this service's keys, OpenAI / Anthropic keys, bearer tokens and
+    # JWTs.
     request_log_redact: list[str] = Field(
         default_factory=lambda: [
             r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
@@ -142,6 +143,7 @@ class Settings(BaseSettings):
             r"\bsop_[A-Za-z0-9_-]{16,}",
             r"\bsk-[A-Za-z0-9_-]{16,}",
             r"(?i)bearer\s+[A-Za-z0-9._~+/=-]{16,}",
+            r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+",
         ],
         alias="REQUEST_LOG_REDACT",
     )

@@ -12,7 +12,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sop_llm.api.errors import surface_of
-from sop_llm.api.request_state import caller_key
+from sop_llm.api.request_state import caller_key, route_template
 from sop_llm.infra.trace import current_trace_id
 from sop_llm.services.auth.principal import Principal
 from sop_llm.services.limits.rate_limit import RateLimiter
@@ -22,6 +22,8 @@ from sop_llm.services.usage.meter import ANONYMOUS_SUBJECT, UsageMeter
 from sop_llm.services.usage.record import RequestRecord, opened
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Requests whose bodies are credentials (a console sign-in) or a new key: never kept, whatever the redaction.
+_SECRET_BODIES = frozenset({"/console/session", "/api/v1/admin/keys"})
 
 
 class _Bodies:
@@ -63,7 +65,8 @@ class RecordMiddleware:
         arrived = time.time()
         started = time.perf_counter()
         status = 500
-        bodies = _Bodies(self.log.body_limit) if self.log is not None and self.log.bodies else None
+        keep = self.log is not None and self.log.bodies and scope["path"] not in _SECRET_BODIES
+        bodies = _Bodies(self.log.body_limit) if keep and self.log is not None else None
 
         async def send_and_watch(message: Message) -> None:
             nonlocal status
@@ -107,7 +110,7 @@ def _entry(
         record.subject or ANONYMOUS_SUBJECT,
         surface_of(path),
         scope["method"][:8],
-        getattr(scope.get("route"), "path", None) or path[:200],
+        route_template(scope) or path[:200],
         record.model,
         served_by(),
         status,
