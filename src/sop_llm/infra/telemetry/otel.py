@@ -55,6 +55,7 @@ class Span:
         "processor",
         "span_id",
         "start_ns",
+        "trace_hex",
         "trace_id",
     )
     context = _SAMPLED_CONTEXT
@@ -65,6 +66,7 @@ class Span:
         name: str,
         kind: int,
         trace_id: int,
+        trace_hex: str,
         parent_id: int,
         flags: int,
         attributes: dict[str, Any],
@@ -73,6 +75,7 @@ class Span:
         self.name = name
         self.kind = kind
         self.trace_id = trace_id
+        self.trace_hex = trace_hex  # the id as 32 hex digits, made once per trace
         self.span_id = _span_id()
         self.parent_id = parent_id
         self.flags = flags
@@ -89,7 +92,7 @@ class Span:
 
     @property
     def traceparent(self) -> str:
-        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{self.flags & 0xFF:02x}"
+        return f"00-{self.trace_hex}-{self.span_id:016x}-{self.flags & 0xFF:02x}"
 
     def set(self, attributes: Attributes) -> None:
         if not self.end_ns:
@@ -140,7 +143,8 @@ class RequestTrace:
         parent = self.span
         flags = (parent.flags & 0xFF) | HAS_IS_REMOTE
         kind = CLIENT if client else INTERNAL
-        return Span(parent.processor, name, kind, parent.trace_id, parent.span_id, flags, dict(attributes))
+        trace, trace_hex = parent.trace_id, parent.trace_hex
+        return Span(parent.processor, name, kind, trace, trace_hex, parent.span_id, flags, dict(attributes))
 
     def finish(self, method: str, route: str | None, status: int, error_type: str | None) -> None:
         """End the span once the response has gone: named after the route template when one matched, with the
@@ -185,14 +189,16 @@ class Tracing:
         parent = parse_traceparent(traceparent) if traceparent is not None else None
         if parent is not None:
             trace, parent_id, flags = parent[0], parent[1], (parent[2] & 0xFF) | HAS_IS_REMOTE | IS_REMOTE
+            trace_hex = f"{trace:032x}"
         else:
             given = as_trace_id(trace_id)
             trace = given or random.getrandbits(128) or 1
+            trace_hex = trace_id if given else f"{trace:032x}"
             # W3C level 2's random-trace-id flag: ids made here are random, a caller's X-Request-ID need not be.
             made_here = given is None or request_id != trace_id
             parent_id, flags = 0, SAMPLED | HAS_IS_REMOTE | (RANDOM_TRACE_ID if made_here else 0)
-        span = Span(self._processor, method, SERVER, trace, parent_id, flags, attributes)
-        if request_id == trace_id and f"{trace:032x}" != trace_id:
+        span = Span(self._processor, method, SERVER, trace, trace_hex, parent_id, flags, attributes)
+        if request_id == trace_id and trace_hex != trace_id:
             # The caller's own X-Request-ID, which the request log files the request under.
             attributes["http.request.header.x-request-id"] = (request_id,)
         return RequestTrace(self, span)
