@@ -62,6 +62,14 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="otlp-receiver")
 
+    def start(self) -> Receiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
     def receive(self, path: str, body: bytes) -> None:
         assert path == "/v1/traces"
         request = ExportTraceServiceRequest.FromString(body)
@@ -115,10 +123,9 @@ def _server_and_provider(spans: list[Span]) -> tuple[Span, Span]:
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    receiver._thread.start()
+    receiver = Receiver().start()
     yield receiver
-    receiver._server.shutdown()
+    receiver.stop()
 
 
 @pytest.fixture(scope="module")
