@@ -279,6 +279,19 @@ def test_without_a_traceparent_the_request_id_is_the_trace_id(service: LiveServe
     assert _attributes(server.attributes)["http.request.header.x-request-id"] == ["job-42"]
 
 
+def test_a_route_of_an_included_router_is_named_whole(service: LiveServer, receiver: Receiver) -> None:
+    trace = "e" + CALLER_TRACE[1:]
+    response = httpx.get(
+        f"{service.url}/api/v1/tasks/no-such-task", headers={"traceparent": f"00-{trace}-{CALLER_SPAN}-01"}
+    )
+    assert response.status_code == 404
+    (server,) = receiver.trace(trace, 1)
+    assert server.name == "GET /api/v1/tasks/{task_id}"
+    assert _attributes(server.attributes)["http.route"] == "/api/v1/tasks/{task_id}"
+    assert _attributes(server.attributes)["http.response.status_code"] == 404
+    assert server.status.code != server.status.STATUS_CODE_ERROR  # a 4xx is the caller's, not the server's
+
+
 def test_a_stream_records_its_first_token_time(service: LiveServer, receiver: Receiver) -> None:
     trace = "0af7651916cd43dd8448eb211c80319c"
     with httpx.stream(

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sop_llm.api.errors import error_response
 from sop_llm.api.internal_error import internal_error
+from sop_llm.api.request_state import route_template
 from sop_llm.infra.trace import set_trace_id, trace_id_from_headers
 from sop_llm.services.monitoring.metrics import Metrics, start_request
 from sop_llm.services.routing import served
@@ -89,7 +90,7 @@ class TraceMiddleware:
             if scope["type"] == "http":
                 route = getattr(scope.get("route"), "path", None)
                 if span is not None:
-                    span.finish(scope["method"], route, status, error_type)
+                    span.finish(scope["method"], route_template(scope), status, error_type)
                 self.metrics.observe_request(
                     route or "unmatched",
                     scope["method"],
