@@ -33,6 +33,8 @@ _PROVIDER_NAMES = {"llamacpp": "llama.cpp"}
 
 
 class ProviderSpan:
+    """Opened before the call; `chunk` for each streamed chunk, then `answered` / `streamed` or `failed`, then `end`."""
+
     def __init__(self, trace: RequestTrace, provider: GenerationProvider, request: GenerationRequest) -> None:
         model = provider.model_config.model
         operation = "chat" if request.messages is not None else "text_completion"
