@@ -49,6 +49,7 @@ def _families(base_url: str) -> dict[str, list]:
 def test_metrics_parse_and_have_every_family(base_url: str) -> None:
     httpx.post(f"{base_url}/api/v1/models/generate", json={"prompt": "Hi", "max_tokens": 3, "temperature": 0})
     httpx.post(f"{base_url}/api/v1/embeddings", json={"texts": ["metrics"]})
+    httpx.get(f"{base_url}/api/v1/tasks/no-such-task")
     families = _families(base_url)
     assert set(families) >= FAMILIES, FAMILIES - set(families)
     tokens = {(s.labels["model"], s.labels["direction"]): s.value for s in families["sop_llm_tokens"]}
@@ -59,6 +60,10 @@ def test_metrics_parse_and_have_every_family(base_url: str) -> None:
         s.labels["model"] for s in families["sop_llm_model_state"] if s.value == 1 and s.labels["state"] == "ready"
     }
     assert "smollm2-135m" in states
+    # Routes are whole templates, the prefix of an included router's routes included.
+    routes = {s.labels["route"] for s in families["sop_llm_http_requests"]}
+    assert {"/api/v1/models/generate", "/api/v1/embeddings", "/api/v1/tasks/{task_id}"} <= routes, routes
+    assert "/tasks/{task_id}" not in routes
 
 
 async def test_random_model_names_do_not_grow_the_series(base_url: str) -> None:

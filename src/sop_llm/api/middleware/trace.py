@@ -88,9 +88,9 @@ class TraceMiddleware:
         finally:
             self.metrics.active -= 1
             if scope["type"] == "http":
-                route = getattr(scope.get("route"), "path", None)
+                route = route_template(scope)
                 if span is not None:
-                    span.finish(scope["method"], route_template(scope), status, error_type)
+                    span.finish(scope["method"], route, status, error_type)
                 self.metrics.observe_request(
                     route or "unmatched",
                     scope["method"],
