@@ -197,6 +197,10 @@ def test_search_filters_by_model_status_and_time_and_pages_with_a_cursor(deploym
         assert answer.status_code in (400, 422), bad
         assert answer.json()["error"]["message"]
     assert httpx.get(f"{deployment.url}/api/v1/logs/999999999", headers=deployment.as_admin).status_code == 404
+    too_big = httpx.get(f"{deployment.url}/api/v1/logs/{2**64}", headers=deployment.as_admin)
+    assert too_big.status_code == 422, too_big.text  # beyond any row id the databases can hold: not a 500
+    assert deployment.logs(before=f"{10**17 - 1}-{10**18 - 1}").status_code == 200
+    assert deployment.logs(before=f"{10**17}-1").status_code == 400
 
 
 def test_full_logs_keep_the_bodies_with_every_redacted_pattern_hidden() -> None:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 # The newest revision in versions/ (tests/unit/test_config.py checks it against Alembic's own view).
-HEAD = "0009"
+HEAD = "0010"
 
 
 def alembic_config(database_url: str) -> Config:

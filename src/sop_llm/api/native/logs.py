@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from sop_llm.api.contracts import answers
@@ -56,7 +56,9 @@ async def search_logs(
 
 
 @router.get("/logs/{log_id}", responses=answers(LogEntryDetail, "One request, with its bodies when they were kept"))
-async def show_log(log_id: int, request: Request, services: ServicesDep) -> Response:
+async def show_log(
+    log_id: Annotated[int, Path(ge=1, le=2**63 - 1)], request: Request, services: ServicesDep
+) -> Response:
     row = await services.log_search.get(log_id)
     if row is None:
         raise NotFoundError(f"no request log entry {log_id}; it may be older than the retention", param="log_id")

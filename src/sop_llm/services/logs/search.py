@@ -17,7 +17,7 @@ from sop_llm.infra.errors import BadRequestError
 from sop_llm.services.logs.model import RequestLogRow
 
 STATUS = re.compile(r"^(?:[1-5]\d\d|[1-5]xx|error)$")
-_CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")  # the last row's time in microseconds, and its id
+_CURSOR = re.compile(r"^(\d{1,17})-(\d{1,18})$")  # the last row's time in microseconds, and its id (< 2**63)
 
 
 @dataclass(frozen=True, slots=True)
