@@ -173,7 +173,7 @@ def _config(folder: Path, upstream: RecordingUpstream, local: bool, claude: Fake
 @pytest.fixture(scope="module")
 def traced_env() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")  # read by the SDK's batch processor: export within 50 ms
+        patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")  # export within 50 ms
         yield
 
 
@@ -414,7 +414,11 @@ def test_spans_are_written_as_otlp_protobuf() -> None:
         error = True
         message = "went wrong"
 
-    body = otlp.encode_request({"service.name": "svc"}, otlp.encode_scope("scope", "1.0"), [Written(), Written()])
+    body = otlp.encode_request(
+        {"service.name": "svc"},
+        otlp.encode_scope("scope", "1.0"),
+        [otlp.encode_span(Written()), otlp.encode_span(Written())],
+    )
     request = ExportTraceServiceRequest.FromString(body)
     (resource,) = request.resource_spans
     assert _attributes(resource.resource.attributes) == {"service.name": "svc"}

@@ -1,8 +1,8 @@
 """The service's traces, behind the small interface of `active`. Imported only when tracing is on.
 
-Spans here are plain objects written to OTLP protobuf by `otlp` (the SDK's own span and encoder cost a third of the
-gateway's throughput); the SDK still batches them (its BatchSpanProcessor, which reads OTEL_BSP_*) and describes
-the service (its Resource: OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES). Nothing goes through OpenTelemetry's
+Spans here are plain objects, written to OTLP protobuf by `otlp` when they end (the SDK's own span, processor and
+encoder cost a third of the gateway's throughput) and queued for export by `batch`. Of the SDK only its Resource is
+used, to describe the service (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES). Nothing goes through OpenTelemetry's
 global providers or context. Incoming and outgoing context is W3C trace context, parsed and written here.
 
 Sampling is parent-based: a trace the caller sampled (or one that starts here) is recorded, one it did not sample
@@ -15,24 +15,20 @@ import random
 import time
 from collections.abc import Mapping, MutableMapping
 from contextvars import Token
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from sop_llm import __version__
 from sop_llm.infra.redaction import Redactor
 from sop_llm.infra.settings import Settings
 from sop_llm.infra.telemetry.active import Attributes, request_trace
-from sop_llm.infra.telemetry.otlp import HAS_IS_REMOTE, IS_REMOTE, OTLPExporter, encode_scope
+from sop_llm.infra.telemetry.batch import BatchSettings, SpanBatcher
+from sop_llm.infra.telemetry.otlp import HAS_IS_REMOTE, IS_REMOTE, OTLPExporter, encode_scope, encode_span
 from sop_llm.infra.trace import as_trace_id, parse_traceparent
 
 INTERNAL, SERVER, CLIENT = 1, 2, 3  # OTLP span kinds
 SAMPLED, RANDOM_TRACE_ID = 0x01, 0x02  # W3C trace flags
-# What BatchSpanProcessor.on_end asks of a span (span.context.trace_flags.sampled): only sampled spans reach it.
-_SAMPLED_CONTEXT = SimpleNamespace(trace_flags=SimpleNamespace(sampled=True))
 
 
 def _span_id() -> int:
@@ -40,10 +36,12 @@ def _span_id() -> int:
 
 
 class Span:
-    """One span; exported when it ends, if its trace is sampled. Ends once; changes after that are ignored."""
+    """One span; encoded and queued for export when it ends, if its trace is sampled. Ends once; changes after that
+    are ignored."""
 
     __slots__ = (
         "attributes",
+        "batcher",
         "end_ns",
         "error",
         "events",
@@ -52,17 +50,15 @@ class Span:
         "message",
         "name",
         "parent_id",
-        "processor",
         "span_id",
         "start_ns",
         "trace_hex",
         "trace_id",
     )
-    context = _SAMPLED_CONTEXT
 
     def __init__(
         self,
-        processor: BatchSpanProcessor,
+        batcher: SpanBatcher,
         name: str,
         kind: int,
         trace_id: int,
@@ -71,7 +67,7 @@ class Span:
         flags: int,
         attributes: dict[str, Any],
     ) -> None:
-        self.processor = processor
+        self.batcher = batcher
         self.name = name
         self.kind = kind
         self.trace_id = trace_id
@@ -113,7 +109,7 @@ class Span:
         if not self.end_ns:
             self.end_ns = time.time_ns()
             if self.flags & SAMPLED:
-                self.processor.on_end(cast(ReadableSpan, self))
+                self.batcher.add(encode_span(self))
 
 
 class RequestTrace:
@@ -144,7 +140,7 @@ class RequestTrace:
         flags = (parent.flags & 0xFF) | HAS_IS_REMOTE
         kind = CLIENT if client else INTERNAL
         trace, trace_hex = parent.trace_id, parent.trace_hex
-        return Span(parent.processor, name, kind, trace, trace_hex, parent.span_id, flags, dict(attributes))
+        return Span(parent.batcher, name, kind, trace, trace_hex, parent.span_id, flags, dict(attributes))
 
     def finish(self, method: str, route: str | None, status: int, error_type: str | None) -> None:
         """End the span once the response has gone: named after the route template when one matched, with the
@@ -162,7 +158,7 @@ class RequestTrace:
 
 
 class Tracing:
-    """The app's spans, batched by the SDK's BatchSpanProcessor and exported over OTLP/HTTP (protobuf)."""
+    """The app's spans, exported in batches over OTLP/HTTP (protobuf)."""
 
     def __init__(self, settings: Settings) -> None:
         endpoint = settings.otel_exporter_otlp_traces_endpoint
@@ -170,8 +166,8 @@ class Tracing:
             base = settings.otel_exporter_otlp_endpoint or "http://localhost:4318"
             endpoint = base.rstrip("/") + "/v1/traces"
         resource = Resource.create({"service.name": settings.otel_service_name, "service.version": __version__})
-        exporter = OTLPExporter(endpoint, resource.attributes, encode_scope("sop_llm", __version__))
-        self._processor = BatchSpanProcessor(exporter)
+        self._exporter = OTLPExporter(endpoint, resource.attributes, encode_scope("sop_llm", __version__))
+        self._batcher = SpanBatcher(self._exporter.export, BatchSettings.from_environment())
         self.redactor = Redactor(settings.request_log_redact) if settings.otel_capture_content else None
 
     def start_request(
@@ -197,12 +193,13 @@ class Tracing:
             # W3C level 2's random-trace-id flag: ids made here are random, a caller's X-Request-ID need not be.
             made_here = given is None or request_id != trace_id
             parent_id, flags = 0, SAMPLED | HAS_IS_REMOTE | (RANDOM_TRACE_ID if made_here else 0)
-        span = Span(self._processor, method, SERVER, trace, trace_hex, parent_id, flags, attributes)
+        span = Span(self._batcher, method, SERVER, trace, trace_hex, parent_id, flags, attributes)
         if request_id == trace_id and trace_hex != trace_id:
             # The caller's own X-Request-ID, which the request log files the request under.
             attributes["http.request.header.x-request-id"] = (request_id,)
         return RequestTrace(self, span)
 
     def shutdown(self) -> None:
-        """Export what is still queued, then stop the processor's thread (blocking: call it off the event loop)."""
-        self._processor.shutdown()  # type: ignore[no-untyped-call]
+        """Export what is still queued, then stop the export thread (blocking: call it off the event loop)."""
+        self._batcher.shutdown()
+        self._exporter.shutdown()

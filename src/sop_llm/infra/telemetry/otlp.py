@@ -7,6 +7,7 @@ the few fields our spans use, costs a few microseconds a span. The wire format i
 
 The exporter reads the standard variables once, at startup: OTEL_EXPORTER_OTLP[_TRACES]_HEADERS,
 _TIMEOUT (seconds), _COMPRESSION (gzip or none) and _CERTIFICATE. A failed export is logged and dropped, not retried.
+`batch` queues the encoded spans and calls `OTLPExporter.export` from its thread.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 from loguru import logger
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 _DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
@@ -111,6 +111,7 @@ def encode_attributes(attributes: Mapping[str, Any], tag: int) -> bytes:
 
 
 def encode_span(span: EncodableSpan) -> bytes:
+    """The span as a ScopeSpans.spans field: what `encode_request` joins."""
     name = _NAMES.get(span.name)
     if name is None:
         name = _field(5, span.name.encode())
@@ -147,9 +148,9 @@ def encode_scope(name: str, version: str) -> bytes:
     return _field(1, _field(1, name.encode()) + _field(2, version.encode()))
 
 
-def encode_request(resource: Mapping[str, Any], scope: bytes, spans: Sequence[EncodableSpan]) -> bytes:
-    """An ExportTraceServiceRequest: one ResourceSpans, one ScopeSpans holding `spans`."""
-    scope_spans = _field(2, scope + b"".join(encode_span(span) for span in spans))
+def encode_request(resource: Mapping[str, Any], scope: bytes, spans: Sequence[bytes]) -> bytes:
+    """An ExportTraceServiceRequest: one ResourceSpans, one ScopeSpans holding `spans` (each from `encode_span`)."""
+    scope_spans = _field(2, scope + b"".join(spans))
     return _field(1, _field(1, encode_attributes(resource, 1)) + scope_spans)
 
 
@@ -168,8 +169,8 @@ def _headers(value: str | None) -> dict[str, str]:
     return headers
 
 
-class OTLPExporter(SpanExporter):
-    """POSTs each batch the batch span processor hands it to `endpoint` (on the processor's thread)."""
+class OTLPExporter:
+    """POSTs each batch of encoded spans it is handed to `endpoint` (on the export thread)."""
 
     def __init__(self, endpoint: str, resource: Mapping[str, Any], scope: bytes) -> None:
         import requests
@@ -186,7 +187,8 @@ class OTLPExporter(SpanExporter):
         self._verify: str | bool = _variable("CERTIFICATE") or True
         self._failing = False
 
-    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+    def export(self, spans: Sequence[bytes]) -> bool:
+        """Whether the collector took them."""
         import requests
 
         body = encode_request(self._resource, self._scope, spans)
@@ -201,9 +203,9 @@ class OTLPExporter(SpanExporter):
             if not self._failing:  # once per outage, not once per batch
                 logger.warning("OTLP export to {} {}; {} spans dropped", self._endpoint, failure, len(spans))
             self._failing = True
-            return SpanExportResult.FAILURE
+            return False
         self._failing = False
-        return SpanExportResult.SUCCESS
+        return True
 
     def shutdown(self) -> None:
         self._session.close()
