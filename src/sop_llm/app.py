@@ -109,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.migrate_on_startup and await needs_upgrade(services.database):
             await asyncio.to_thread(upgrade, settings.database_url)
         services.serve_batches(InProcessCaller(services), finalize=True)
+        if tracing is not None:
+            tracing.start()
         await services.start()
         reload_on_hangup(services)
         logger.info(
@@ -122,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await services.aclose()
             if tracing is not None:
-                await asyncio.to_thread(tracing.shutdown)  # exports the spans still queued
+                await tracing.aclose()  # exports the spans still queued
 
     app = ServiceApp(
         title=settings.app_name,

@@ -398,6 +398,7 @@ def test_spans_are_written_as_otlp_protobuf() -> None:
         flags = 0x301
         start_ns = 1_700_000_000_000_000_000
         end_ns = start_ns + 1_500_000
+        shared = (("op", "chat"), ("max", 16), ("temperature", 0.5), ("reasons", ("stop",)))
         attributes: ClassVar[dict[str, Any]] = {
             "s": "é ✓",
             "t": True,
@@ -429,7 +430,8 @@ def test_spans_are_written_as_otlp_protobuf() -> None:
     assert span.parent_span_id == b"" and span.name == "chat m" and span.kind == Span.SPAN_KIND_CLIENT
     assert (span.start_time_unix_nano, span.end_time_unix_nano) == (Written.start_ns, Written.end_ns)
     assert span.flags == 0x301
-    assert _attributes(span.attributes) == {**Written.attributes, "ints": [1, 2]}
+    shared = {"op": "chat", "max": 16, "temperature": 0.5, "reasons": ["stop"]}
+    assert _attributes(span.attributes) == {**shared, **Written.attributes, "ints": [1, 2]}
     assert [(e.name, e.time_unix_nano, _attributes(e.attributes)) for e in span.events] == [
         ("gen_ai.first_token", Written.start_ns + 10, {}),
         ("e", Written.start_ns + 20, {"k": "v"}),

@@ -10,6 +10,9 @@ from typing import Protocol
 
 AttributeValue = str | bool | int | float | Sequence[str] | Sequence[int] | Sequence[float]
 Attributes = Mapping[str, AttributeValue]
+# Attributes that many spans have alike, as one tuple the caller keeps and passes again (from a cache): the span
+# writer encodes each such tuple once. Each key's value has one type throughout, and the span does not set the key.
+SharedAttributes = tuple[tuple[str, AttributeValue], ...]
 
 
 class Span(Protocol):
@@ -41,8 +44,9 @@ class RequestTrace(Protocol):
 
     def redact(self, text: str) -> str: ...
 
-    def child(self, name: str, client: bool, attributes: Attributes) -> Span:
-        """A span under the request's: CLIENT for a call to a remote service, INTERNAL for work in this process."""
+    def child(self, name: str, client: bool, attributes: Attributes, shared: SharedAttributes = ()) -> Span:
+        """A span under the request's: CLIENT for a call to a remote service, INTERNAL for work in this process;
+        its attributes are `shared` and `attributes`."""
 
 
 request_trace: ContextVar[RequestTrace | None] = ContextVar("request_trace", default=None)

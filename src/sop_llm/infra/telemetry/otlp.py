@@ -7,25 +7,34 @@ the few fields our spans use, costs a few microseconds a span. The wire format i
 
 The exporter reads the standard variables once, at startup: OTEL_EXPORTER_OTLP[_TRACES]_HEADERS,
 _TIMEOUT (seconds), _COMPRESSION (gzip or none) and _CERTIFICATE. A failed export is logged and dropped, not retried.
-`batch` queues the encoded spans and calls `OTLPExporter.export` from its thread.
+`batch` queues the encoded spans and awaits `OTLPExporter.export` from its task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
+import ssl
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 from loguru import logger
 
+if TYPE_CHECKING:
+    import aiohttp
+
 _DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
-_FIXED32 = struct.Struct("<I")
-# Field tags: (number << 3) | wire type (0 varint, 1 fixed64, 2 length-delimited, 5 fixed32).
-_FLAGS_TAG = b"\x85\x01"  # Span.flags, field 16, fixed32
+# Field tags: (number << 3) | wire type (0 varint, 1 fixed64, 2 length-delimited, 5 fixed32). A span's fixed-size
+# fields, each packed with its tag in one call: trace_id (1) and span_id (2), big-endian bytes; parent_span_id (4);
+# kind (6), start_time_unix_nano (7) and end_time_unix_nano (8); flags (16, a two-byte tag).
+_IDS = struct.Struct(">H16sHQ")
+_PARENT = struct.Struct(">HQ")
+_KIND_TIMES = struct.Struct("<BBBQBQ")
+_FLAGS = struct.Struct("<HI")
 # Span.flags beyond the W3C trace flags: whether the parent is known to be remote, and whether it is.
 HAS_IS_REMOTE = 0x100
 IS_REMOTE = 0x200
@@ -40,6 +49,7 @@ class EncodableSpan(Protocol):
     flags: int  # the W3C trace flags, with HAS_IS_REMOTE / IS_REMOTE
     start_ns: int
     end_ns: int
+    shared: tuple[tuple[str, Any], ...]  # attributes many spans have alike: encoded once, not per span
     attributes: dict[str, Any]
     events: list[tuple[str, int, Mapping[str, Any] | None]] | None  # (name, time in ns, attributes)
     error: bool
@@ -52,6 +62,8 @@ _BYTE = [bytes((i,)) for i in range(256)]
 def _varint(value: int) -> bytes:
     if 0 <= value < 0x80:
         return _BYTE[value]
+    if 0 < value < 0x4000:  # a span's length, mostly
+        return bytes((value & 0x7F | 0x80, value >> 7))
     if value < 0:
         value += 1 << 64
     out = bytearray()
@@ -82,26 +94,38 @@ def _any_value(value: Any) -> bytes:
 
 
 # Encoded pieces that repeat from span to span: attributes (most keys and many values: methods, routes, models,
-# providers, small token counts) and span names. Emptied when full, so values that stop coming do not stay.
-_PAIRS: dict[tuple[str, str | int], bytes] = {}
+# providers, small token counts, one finish reason), spans' shared attribute blocks, and span names. Emptied when
+# full, so values that stop coming do not stay.
+_PAIRS: dict[tuple[str, Any] | tuple[str, type, str], bytes] = {}
+_BLOCKS: dict[tuple[tuple[str, Any], ...], bytes] = {}
 _NAMES: dict[str, bytes] = {}
 _MAX_KEPT = 8192
+_ATTRIBUTE_TAG = b"\x4a"  # Span.attributes, field 9
+
+
+def _keep(cache: dict[Any, bytes], key: Any, encoded: bytes) -> bytes:
+    if len(cache) >= _MAX_KEPT:
+        cache.clear()
+    cache[key] = encoded
+    return encoded
+
+
+def _encode_key_value(key: str, value: Any) -> bytes:
+    body = _field(1, key.encode()) + _field(2, _any_value(value))
+    return _varint(len(body)) + body
 
 
 def _key_value(key: str, value: Any) -> bytes:
     """A KeyValue field's payload (with its length) of an attribute."""
     kind = type(value)
     if kind is str or kind is int:  # not bool: True == 1 would share an entry
-        encoded = _PAIRS.get((key, value))
-        if encoded is None:
-            body = _field(1, key.encode()) + _field(2, _any_value(value))
-            encoded = _varint(len(body)) + body
-            if len(_PAIRS) >= _MAX_KEPT:
-                _PAIRS.clear()
-            _PAIRS[(key, value)] = encoded
-        return encoded
-    body = _field(1, key.encode()) + _field(2, _any_value(value))
-    return _varint(len(body)) + body
+        cache_key: tuple[str, Any] | tuple[str, type, str] = (key, value)
+    elif kind is tuple and len(value) == 1 and type(value[0]) is str:  # a finish reason
+        cache_key = (key, tuple, value[0])
+    else:
+        return _encode_key_value(key, value)
+    encoded = _PAIRS.get(cache_key)
+    return encoded if encoded is not None else _keep(_PAIRS, cache_key, _encode_key_value(key, value))
 
 
 def encode_attributes(attributes: Mapping[str, Any], tag: int) -> bytes:
@@ -110,36 +134,33 @@ def encode_attributes(attributes: Mapping[str, Any], tag: int) -> bytes:
     return b"".join([head + _key_value(key, value) for key, value in attributes.items()])
 
 
+def _shared_attributes(shared: tuple[tuple[str, Any], ...]) -> bytes:
+    """A span's shared attributes (the same tuple for many spans) as Span.attributes fields, encoded once."""
+    encoded = _BLOCKS.get(shared)
+    if encoded is None:
+        encoded = _keep(_BLOCKS, shared, b"".join([_ATTRIBUTE_TAG + _key_value(k, v) for k, v in shared]))
+    return encoded
+
+
 def encode_span(span: EncodableSpan) -> bytes:
     """The span as a ScopeSpans.spans field: what `encode_request` joins."""
     name = _NAMES.get(span.name)
     if name is None:
-        name = _field(5, span.name.encode())
-        if len(_NAMES) >= _MAX_KEPT:
-            _NAMES.clear()
-        _NAMES[span.name] = name
+        name = _keep(_NAMES, span.name, _field(5, span.name.encode()))
     out = [
-        b"\x0a\x10",  # trace_id: 16 bytes
-        span.trace_id.to_bytes(16, "big"),
-        b"\x12\x08",  # span_id: 8 bytes
-        span.span_id.to_bytes(8, "big"),
-        b"\x22\x08" + span.parent_id.to_bytes(8, "big") if span.parent_id else b"",
+        _IDS.pack(0x0A10, span.trace_id.to_bytes(16, "big"), 0x1208, span.span_id),
+        _PARENT.pack(0x2208, span.parent_id) if span.parent_id else b"",
         name,
-        b"\x30",  # kind
-        _BYTE[span.kind],
-        b"\x39",  # start_time_unix_nano
-        _FIXED64.pack(span.start_ns),
-        b"\x41",  # end_time_unix_nano
-        _FIXED64.pack(span.end_ns),
-        encode_attributes(span.attributes, 9),
+        _KIND_TIMES.pack(0x30, span.kind, 0x39, span.start_ns, 0x41, span.end_ns),
+        _shared_attributes(span.shared) if span.shared else b"",
+        encode_attributes(span.attributes, 9) if span.attributes else b"",
     ]
     for event_name, time_ns, attributes in span.events or ():
         event = b"\x09" + _FIXED64.pack(time_ns) + _field(2, event_name.encode())
         out.append(_field(11, event + (encode_attributes(attributes, 3) if attributes else b"")))
     if span.error:
         out.append(_field(15, (_field(2, span.message.encode()) if span.message else b"") + b"\x18\x02"))
-    out.append(_FLAGS_TAG)
-    out.append(_FIXED32.pack(span.flags))
+    out.append(_FLAGS.pack(0x0185, span.flags))
     return _field(2, b"".join(out))
 
 
@@ -170,35 +191,39 @@ def _headers(value: str | None) -> dict[str, str]:
 
 
 class OTLPExporter:
-    """POSTs each batch of encoded spans it is handed to `endpoint` (on the export thread)."""
+    """POSTs each batch of encoded spans it is handed to `endpoint`, on the event loop (its session is made there,
+    on the first export)."""
 
     def __init__(self, endpoint: str, resource: Mapping[str, Any], scope: bytes) -> None:
-        import requests
-
         self._endpoint = endpoint
         self._resource = dict(resource)
         self._scope = scope
-        self._session = requests.Session()
-        self._session.headers.update({"Content-Type": "application/x-protobuf", **_headers(_variable("HEADERS"))})
+        self._headers = {"Content-Type": "application/x-protobuf", **_headers(_variable("HEADERS"))}
         self._gzip = (_variable("COMPRESSION") or "none").strip().lower() == "gzip"
         if self._gzip:
-            self._session.headers["Content-Encoding"] = "gzip"
+            self._headers["Content-Encoding"] = "gzip"
         self._timeout = float(_variable("TIMEOUT") or 10)
-        self._verify: str | bool = _variable("CERTIFICATE") or True
+        certificate = _variable("CERTIFICATE")
+        self._ssl = ssl.create_default_context(cafile=certificate) if certificate else True
+        self._session: aiohttp.ClientSession | None = None
         self._failing = False
 
-    def export(self, spans: Sequence[bytes]) -> bool:
+    async def export(self, spans: Sequence[bytes]) -> bool:
         """Whether the collector took them."""
-        import requests
+        import aiohttp
 
         body = encode_request(self._resource, self._scope, spans)
-        if self._gzip:
-            body = gzip.compress(body)
+        if self._gzip:  # zlib lets go of the GIL, so the loop goes on meanwhile
+            body = await asyncio.to_thread(gzip.compress, body)
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=self._timeout)
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=timeout)
         try:
-            response = self._session.post(self._endpoint, data=body, timeout=self._timeout, verify=self._verify)
-            failure = f"answered {response.status_code}" if response.status_code >= 300 else None
-        except requests.RequestException as exc:
-            failure = f"failed: {exc}"
+            async with self._session.post(self._endpoint, data=body, ssl=self._ssl) as response:
+                await response.read()
+                failure = f"answered {response.status}" if response.status >= 300 else None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            failure = f"failed: {exc or type(exc).__name__}"
         if failure is not None:
             if not self._failing:  # once per outage, not once per batch
                 logger.warning("OTLP export to {} {}; {} spans dropped", self._endpoint, failure, len(spans))
@@ -207,5 +232,6 @@ class OTLPExporter:
         self._failing = False
         return True
 
-    def shutdown(self) -> None:
-        self._session.close()
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from sop_llm.infra.telemetry import current_request_trace
-from sop_llm.infra.telemetry.active import RequestTrace, Span
+from sop_llm.infra.telemetry.active import AttributeValue, RequestTrace, SharedAttributes, Span
 from sop_llm.infra.trace import reset_outgoing_traceparent, set_outgoing_traceparent
 from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.types import Chunk, Completion, GenerationRequest, Usage
@@ -38,23 +38,23 @@ class ProviderSpan:
     def __init__(self, trace: RequestTrace, provider: GenerationProvider, request: GenerationRequest) -> None:
         model = provider.model_config.model
         operation = "chat" if request.messages is not None else "text_completion"
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": operation,
-            "gen_ai.provider.name": _PROVIDER_NAMES.get(provider.provider_config.type, provider.provider_config.type),
-            "gen_ai.request.model": model,
-            "gen_ai.request.max_tokens": request.max_tokens,
-            "gen_ai.request.temperature": request.temperature,
-            "gen_ai.request.top_p": request.top_p,
-            "sop_llm.deployment": provider.name,
-        }
+        remote = not provider.local
+        shared = _shared(
+            provider.provider_config.type,
+            model,
+            provider.name,
+            provider.provider_config.base_url if remote else None,
+            operation,
+            request.max_tokens,
+            float(request.temperature),
+            float(request.top_p),
+        )
+        attributes: dict[str, Any] = {}
         if request.seed is not None:
             attributes["gen_ai.request.seed"] = request.seed
         if request.stop:
             attributes["gen_ai.request.stop_sequences"] = request.stop
-        remote = not provider.local
-        if remote and provider.provider_config.base_url:
-            attributes.update(_server(provider.provider_config.base_url))
-        self.span: Span = trace.child(f"{operation} {model}", remote, attributes)
+        self.span: Span = trace.child(f"{operation} {model}", remote, attributes, shared)
         self.model = model
         self.started = time.perf_counter()
         self.first_token_s: float | None = None
@@ -93,7 +93,7 @@ class ProviderSpan:
     def _finished(self, finish_reason: str | None, usage: Usage | None) -> None:
         attributes: dict[str, Any] = {"gen_ai.response.model": self.model}
         if finish_reason is not None:
-            attributes["gen_ai.response.finish_reasons"] = [finish_reason]
+            attributes["gen_ai.response.finish_reasons"] = (finish_reason,)
         if usage is not None:
             attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
             attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
@@ -122,13 +122,33 @@ def provider_span(provider: GenerationProvider, request: GenerationRequest) -> P
     return ProviderSpan(trace, provider, request) if trace is not None else None
 
 
-@functools.lru_cache(maxsize=256)
-def _server(base_url: str) -> dict[str, str | int]:
-    """`server.address` and `server.port` of a provider's base URL."""
-    url = urlsplit(base_url)
-    if not url.hostname:
-        return {}
-    return {"server.address": url.hostname, "server.port": url.port or (443 if url.scheme == "https" else 80)}
+@functools.lru_cache(maxsize=1024)
+def _shared(
+    provider_type: str,
+    model: str,
+    deployment: str,
+    base_url: str | None,
+    operation: str,
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+) -> SharedAttributes:
+    """The attributes that calls to one deployment with the same settings have alike (kept: the span writer encodes
+    each such tuple once)."""
+    shared: list[tuple[str, AttributeValue]] = [
+        ("gen_ai.operation.name", operation),
+        ("gen_ai.provider.name", _PROVIDER_NAMES.get(provider_type, provider_type)),
+        ("gen_ai.request.model", model),
+        ("gen_ai.request.max_tokens", max_tokens),
+        ("gen_ai.request.temperature", temperature),
+        ("gen_ai.request.top_p", top_p),
+        ("sop_llm.deployment", deployment),
+    ]
+    url = urlsplit(base_url) if base_url else None
+    if url is not None and url.hostname:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        shared += [("server.address", url.hostname), ("server.port", port)]
+    return tuple(shared)
 
 
 def _input_messages(trace: RequestTrace, request: GenerationRequest) -> str:
