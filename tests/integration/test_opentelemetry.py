@@ -392,9 +392,9 @@ def test_spans_are_written_as_otlp_protobuf() -> None:
     class Written:
         name = "chat m"
         kind = 3
-        trace_id = int(CALLER_TRACE, 16)
-        span_id = 0x1122334455667788
-        parent_id = 0
+        trace_id = bytes.fromhex(CALLER_TRACE)
+        span_id = bytes.fromhex("1122334455667788")
+        parent_id = b""
         flags = 0x301
         start_ns = 1_700_000_000_000_000_000
         end_ns = start_ns + 1_500_000

@@ -31,8 +31,13 @@ INTERNAL, SERVER, CLIENT = 1, 2, 3  # OTLP span kinds
 SAMPLED, RANDOM_TRACE_ID = 0x01, 0x02  # W3C trace flags
 
 
-def _span_id() -> int:
-    return random.getrandbits(64) or 1
+_random_bits = random.getrandbits
+# The end of a traceparent by the span's flags: "-01" (sampled) and the like.
+_FLAGS_SUFFIX = [f"-{flags:02x}" for flags in range(256)]
+
+
+def _span_id() -> bytes:
+    return (_random_bits(64) or 1).to_bytes(8, "big")
 
 
 class Span:
@@ -62,9 +67,9 @@ class Span:
         batcher: SpanBatcher,
         name: str,
         kind: int,
-        trace_id: int,
+        trace_id: bytes,
         trace_hex: str,
-        parent_id: int,
+        parent_id: bytes,
         flags: int,
         shared: SharedAttributes,
         attributes: dict[str, Any],
@@ -72,10 +77,10 @@ class Span:
         self.batcher = batcher
         self.name = name
         self.kind = kind
-        self.trace_id = trace_id
+        self.trace_id = trace_id  # 16 bytes
         self.trace_hex = trace_hex  # the id as 32 hex digits, made once per trace
         self.span_id = _span_id()
-        self.parent_id = parent_id
+        self.parent_id = parent_id  # 8 bytes, or empty for a root span
         self.flags = flags
         self.shared = shared
         self.attributes = attributes
@@ -91,7 +96,7 @@ class Span:
 
     @property
     def traceparent(self) -> str:
-        return f"00-{self.trace_hex}-{self.span_id:016x}-{self.flags & 0xFF:02x}"
+        return "00-" + self.trace_hex + "-" + self.span_id.hex() + _FLAGS_SUFFIX[self.flags & 0xFF]
 
     def set(self, attributes: Attributes) -> None:
         if not self.end_ns:
@@ -192,19 +197,24 @@ class Tracing:
         attributes: dict[str, Any] = {}
         parent = parse_traceparent(traceparent) if traceparent is not None else None
         if parent is not None:
-            trace, parent_id, flags = parent[0], parent[1], (parent[2] & 0xFF) | HAS_IS_REMOTE | IS_REMOTE
-            trace_hex = f"{trace:032x}"
+            trace_hex = f"{parent[0]:032x}"
+            parent_id, flags = parent[1].to_bytes(8, "big"), (parent[2] & 0xFF) | HAS_IS_REMOTE | IS_REMOTE
         else:
-            given = as_trace_id(trace_id)
-            trace = given or random.getrandbits(128) or 1
-            trace_hex = trace_id if given else f"{trace:032x}"
+            # The trace id this request goes by when it is one (made here when neither header came, so no need
+            # to check it), else a new one.
+            if request_id is None and traceparent is None:
+                trace_hex, made_here = trace_id, True
+            elif as_trace_id(trace_id) is not None:
+                trace_hex, made_here = trace_id, request_id != trace_id
+            else:
+                trace_hex, made_here = f"{_random_bits(128) or 1:032x}", True
             # W3C level 2's random-trace-id flag: ids made here are random, a caller's X-Request-ID need not be.
-            made_here = given is None or request_id != trace_id
-            parent_id, flags = 0, SAMPLED | HAS_IS_REMOTE | (RANDOM_TRACE_ID if made_here else 0)
+            parent_id, flags = b"", SAMPLED | HAS_IS_REMOTE | (RANDOM_TRACE_ID if made_here else 0)
+        trace = bytes.fromhex(trace_hex)
         span = Span(self._batcher, method, SERVER, trace, trace_hex, parent_id, flags, shared, attributes)
         if request_id == trace_id and trace_hex != trace_id:
             # The caller's own X-Request-ID, which the request log files the request under.
-            attributes["http.request.header.x-request-id"] = (request_id,)
+            attributes["http.request.header.x-request-id"] = [request_id]
         return RequestTrace(self, span)
 
     def start(self) -> None:

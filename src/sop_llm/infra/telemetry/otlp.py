@@ -29,10 +29,9 @@ if TYPE_CHECKING:
 _DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
 # Field tags: (number << 3) | wire type (0 varint, 1 fixed64, 2 length-delimited, 5 fixed32). A span's fixed-size
-# fields, each packed with its tag in one call: trace_id (1) and span_id (2), big-endian bytes; parent_span_id (4);
-# kind (6), start_time_unix_nano (7) and end_time_unix_nano (8); flags (16, a two-byte tag).
-_IDS = struct.Struct(">H16sHQ")
-_PARENT = struct.Struct(">HQ")
+# fields packed with their tags in one call each: trace_id (1) and span_id (2); kind (6), start_time_unix_nano (7)
+# and end_time_unix_nano (8); flags (16, a two-byte tag).
+_IDS = struct.Struct(">H16sH8s")
 _KIND_TIMES = struct.Struct("<BBBQBQ")
 _FLAGS = struct.Struct("<HI")
 # Span.flags beyond the W3C trace flags: whether the parent is known to be remote, and whether it is.
@@ -43,9 +42,9 @@ IS_REMOTE = 0x200
 class EncodableSpan(Protocol):
     name: str
     kind: int  # OTLP SpanKind: 1 internal, 2 server, 3 client
-    trace_id: int
-    span_id: int
-    parent_id: int  # 0: none
+    trace_id: bytes  # 16 bytes
+    span_id: bytes  # 8 bytes
+    parent_id: bytes  # 8 bytes, or empty: none
     flags: int  # the W3C trace flags, with HAS_IS_REMOTE / IS_REMOTE
     start_ns: int
     end_ns: int
@@ -115,14 +114,20 @@ def _encode_key_value(key: str, value: Any) -> bytes:
     return _varint(len(body)) + body
 
 
-def _key_value(key: str, value: Any) -> bytes:
-    """A KeyValue field's payload (with its length) of an attribute."""
+def _cache_key(key: str, value: Any) -> tuple[str, Any] | tuple[str, type, str] | None:
+    """What an attribute's encoding is kept under, or None (not kept: a float, a list, a bool)."""
     kind = type(value)
     if kind is str or kind is int:  # not bool: True == 1 would share an entry
-        cache_key: tuple[str, Any] | tuple[str, type, str] = (key, value)
-    elif kind is tuple and len(value) == 1 and type(value[0]) is str:  # a finish reason
-        cache_key = (key, tuple, value[0])
-    else:
+        return (key, value)
+    if kind is tuple and len(value) == 1 and type(value[0]) is str:  # a finish reason
+        return (key, tuple, value[0])
+    return None
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    """A KeyValue field's payload (with its length) of an attribute."""
+    cache_key = _cache_key(key, value)
+    if cache_key is None:
         return _encode_key_value(key, value)
     encoded = _PAIRS.get(cache_key)
     return encoded if encoded is not None else _keep(_PAIRS, cache_key, _encode_key_value(key, value))
@@ -135,33 +140,42 @@ def encode_attributes(attributes: Mapping[str, Any], tag: int) -> bytes:
 
 
 def _shared_attributes(shared: tuple[tuple[str, Any], ...]) -> bytes:
-    """A span's shared attributes (the same tuple for many spans) as Span.attributes fields, encoded once."""
-    encoded = _BLOCKS.get(shared)
-    if encoded is None:
-        encoded = _keep(_BLOCKS, shared, b"".join([_ATTRIBUTE_TAG + _key_value(k, v) for k, v in shared]))
-    return encoded
+    """A span's shared attributes (the same tuple for many spans) as Span.attributes fields, kept once encoded."""
+    return _keep(_BLOCKS, shared, b"".join([_ATTRIBUTE_TAG + _key_value(k, v) for k, v in shared]))
 
 
 def encode_span(span: EncodableSpan) -> bytes:
-    """The span as a ScopeSpans.spans field: what `encode_request` joins."""
-    name = _NAMES.get(span.name)
-    if name is None:
-        name = _keep(_NAMES, span.name, _field(5, span.name.encode()))
+    """The span as a ScopeSpans.spans field: what `encode_request` joins.
+
+    Every span a request opens passes here, on the event loop, so it is written for few Python operations: the
+    pieces that repeat (names, shared blocks, most attributes) come from the caches in one lookup each, the
+    fixed-size fields from one struct call."""
+    name = _NAMES.get(span.name) or _keep(_NAMES, span.name, _field(5, span.name.encode()))
+    shared = span.shared
     out = [
-        _IDS.pack(0x0A10, span.trace_id.to_bytes(16, "big"), 0x1208, span.span_id),
-        _PARENT.pack(0x2208, span.parent_id) if span.parent_id else b"",
+        _IDS.pack(0x0A10, span.trace_id, 0x1208, span.span_id),
+        b"\x22\x08" + span.parent_id if span.parent_id else b"",
         name,
         _KIND_TIMES.pack(0x30, span.kind, 0x39, span.start_ns, 0x41, span.end_ns),
-        _shared_attributes(span.shared) if span.shared else b"",
-        encode_attributes(span.attributes, 9) if span.attributes else b"",
+        (_BLOCKS.get(shared) or _shared_attributes(shared)) if shared else b"",
     ]
+    pairs = _PAIRS
+    for key, value in span.attributes.items():
+        kind = type(value)
+        encoded = pairs.get((key, value)) if kind is str or kind is int else None
+        out.append(_ATTRIBUTE_TAG)
+        out.append(encoded or _key_value(key, value))
     for event_name, time_ns, attributes in span.events or ():
         event = b"\x09" + _FIXED64.pack(time_ns) + _field(2, event_name.encode())
         out.append(_field(11, event + (encode_attributes(attributes, 3) if attributes else b"")))
     if span.error:
         out.append(_field(15, (_field(2, span.message.encode()) if span.message else b"") + b"\x18\x02"))
     out.append(_FLAGS.pack(0x0185, span.flags))
-    return _field(2, b"".join(out))
+    body = b"".join(out)
+    size = len(body)
+    if 0x80 <= size < 0x4000:  # most spans: field 2 with a two-byte length, written here rather than by _field
+        return b"\x12" + bytes((size & 0x7F | 0x80, size >> 7)) + body
+    return _field(2, body)
 
 
 def encode_scope(name: str, version: str) -> bytes:

@@ -35,6 +35,8 @@ _PROVIDER_NAMES = {"llamacpp": "llama.cpp"}
 class ProviderSpan:
     """Opened before the call; `chunk` for each streamed chunk, then `answered` / `streamed` or `failed`, then `end`."""
 
+    __slots__ = ("_answer", "_finish_reason", "_token", "_trace", "_usage", "first_token_s", "model", "span", "started")
+
     def __init__(self, trace: RequestTrace, provider: GenerationProvider, request: GenerationRequest) -> None:
         model = provider.model_config.model
         operation = "chat" if request.messages is not None else "text_completion"
@@ -91,7 +93,10 @@ class ProviderSpan:
         self._finished(self._finish_reason, self._usage)
 
     def _finished(self, finish_reason: str | None, usage: Usage | None) -> None:
-        attributes: dict[str, Any] = {"gen_ai.response.model": self.model}
+        span = self.span
+        if not span.recording:
+            return
+        attributes: dict[str, AttributeValue] = {"gen_ai.response.model": self.model}
         if finish_reason is not None:
             attributes["gen_ai.response.finish_reasons"] = (finish_reason,)
         if usage is not None:
@@ -99,7 +104,7 @@ class ProviderSpan:
             attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
         if self._answer is not None:
             attributes["gen_ai.output.messages"] = _output_messages(self._trace, "".join(self._answer), finish_reason)
-        self.span.set(attributes)
+        span.set(attributes)
 
     def failed(self, exc: BaseException) -> None:
         if isinstance(exc, Exception):
