@@ -36,10 +36,6 @@ _random_bits = random.getrandbits
 _FLAGS_SUFFIX = [f"-{flags:02x}" for flags in range(256)]
 
 
-def _span_id() -> bytes:
-    return (_random_bits(64) or 1).to_bytes(8, "big")
-
-
 class Span:
     """One span; encoded and queued for export when it ends, if its trace is sampled. Ends once; changes after that
     are ignored."""
@@ -79,7 +75,7 @@ class Span:
         self.kind = kind
         self.trace_id = trace_id  # 16 bytes
         self.trace_hex = trace_hex  # the id as 32 hex digits, made once per trace
-        self.span_id = _span_id()
+        self.span_id = (_random_bits(64) or 1).to_bytes(8, "big")
         self.parent_id = parent_id  # 8 bytes, or empty for a root span
         self.flags = flags
         self.shared = shared

@@ -160,9 +160,14 @@ def encode_span(span: EncodableSpan) -> bytes:
         (_BLOCKS.get(shared) or _shared_attributes(shared)) if shared else b"",
     ]
     pairs = _PAIRS
-    for key, value in span.attributes.items():
+    for key, value in span.attributes.items():  # _key_value, with its cache lookups done here
         kind = type(value)
-        encoded = pairs.get((key, value)) if kind is str or kind is int else None
+        if kind is str or kind is int:
+            encoded = pairs.get((key, value))
+        elif kind is tuple and len(value) == 1:
+            encoded = pairs.get((key, tuple, value[0]))
+        else:
+            encoded = None
         out.append(_ATTRIBUTE_TAG)
         out.append(encoded or _key_value(key, value))
     for event_name, time_ns, attributes in span.events or ():

@@ -22,8 +22,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from sop_llm.infra.telemetry import current_request_trace
-from sop_llm.infra.telemetry.active import AttributeValue, RequestTrace, SharedAttributes, Span
+from sop_llm.infra.telemetry.active import AttributeValue, RequestTrace, SharedAttributes, Span, request_trace
 from sop_llm.infra.trace import reset_outgoing_traceparent, set_outgoing_traceparent
 from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.types import Chunk, Completion, GenerationRequest, Usage
@@ -93,9 +92,6 @@ class ProviderSpan:
         self._finished(self._finish_reason, self._usage)
 
     def _finished(self, finish_reason: str | None, usage: Usage | None) -> None:
-        span = self.span
-        if not span.recording:
-            return
         attributes: dict[str, AttributeValue] = {"gen_ai.response.model": self.model}
         if finish_reason is not None:
             attributes["gen_ai.response.finish_reasons"] = (finish_reason,)
@@ -104,7 +100,7 @@ class ProviderSpan:
             attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
         if self._answer is not None:
             attributes["gen_ai.output.messages"] = _output_messages(self._trace, "".join(self._answer), finish_reason)
-        span.set(attributes)
+        self.span.set(attributes)
 
     def failed(self, exc: BaseException) -> None:
         if isinstance(exc, Exception):
@@ -123,7 +119,7 @@ class ProviderSpan:
 
 def provider_span(provider: GenerationProvider, request: GenerationRequest) -> ProviderSpan | None:
     """The span of a call about to start, or None (nothing done) outside a traced request."""
-    trace = current_request_trace()
+    trace = request_trace.get()
     return ProviderSpan(trace, provider, request) if trace is not None else None
 
 
