@@ -3,10 +3,12 @@ page's searches answer on a large log.
 
 - Throughput at 64 connections (wrk, POST /v1/chat/completions through the service to gateway.py's static mock
   upstream, auth on, as the gateway phase runs it) of three service processes started at once, in alternating
-  rounds (medians kept): REQUEST_LOG=off, REQUEST_LOG=metadata (the default) and the default with traces exported
-  over OTLP/HTTP to a loopback receiver (otlp_sink.py). Targets: the request log >= 95 % of off; tracing >= 85 % of
-  tracing off (the default); the receiver must have got spans. Beside each ratio, the ratio of the services' CPU
-  time per request (all threads): a second view, for reading only (it moves too when the machine is busy, less).
+  rounds: REQUEST_LOG=off, REQUEST_LOG=metadata (the default) and the default with traces exported over OTLP/HTTP to
+  a loopback receiver (otlp_sink.py). Each ratio is the median over the rounds of the ratio within a round (the
+  two runs compared are seconds apart): the machine's own speed drifts by more than the differences measured, and
+  pairing the runs cancels most of that drift. Targets: the request log >= 95 % of off; tracing >= 85 % of tracing
+  off (the default); the receiver must have got spans. Beside each ratio, the same for the services' CPU time per
+  request (all threads, the database's included): a second view, for reading only.
 - Search: a throw-away database on the local PostgreSQL (POSTGRES: 127.0.0.1:5432, user postgres, trust), migrated,
   ROWS synthetic entries loaded by COPY in arrival order (200 keys and 10 models with a few heavy ones, mostly 200
   with some 4xx/5xx, over the last 30 days), analysed; the service started on it with auth on times the logs page's
@@ -164,7 +166,14 @@ def _median(runs: list[dict[str, float]]) -> dict[str, float]:
     return {metric: statistics.median(run[metric] for run in runs) for metric in runs[0]}
 
 
-def throughput(seconds: int = 5, rounds: int = 3) -> dict[str, Any]:
+def _paired(runs: list[dict[str, float]], against: list[dict[str, float]], metric: str) -> float:
+    """The median over the rounds of runs[i] / against[i] (for CPU time, inverted: less is faster)."""
+    if metric == "cpu_us_per_request":
+        return statistics.median(b[metric] / a[metric] for a, b in zip(runs, against, strict=True))
+    return statistics.median(a[metric] / b[metric] for a, b in zip(runs, against, strict=True))
+
+
+def throughput(seconds: int = 5, rounds: int = 7) -> dict[str, Any]:
     """Three service processes at once (request log off, on, on with tracing), wrk rounds alternating between them."""
     samples: dict[str, list[dict[str, float]]] = {}
     with (
@@ -204,11 +213,11 @@ def throughput(seconds: int = 5, rounds: int = 3) -> dict[str, Any]:
         "cpu_us_rounds": {name: [round(run["cpu_us_per_request"]) for run in runs] for name, runs in samples.items()},
         "logged_rows": rows,
         "otlp": spans,
-        "metadata_vs_off": results["metadata"]["rps"] / results["off"]["rps"],
-        "tracing_vs_metadata": results["tracing"]["rps"] / results["metadata"]["rps"],
+        "metadata_vs_off": _paired(samples["metadata"], samples["off"], "rps"),
+        "tracing_vs_metadata": _paired(samples["tracing"], samples["metadata"], "rps"),
         # CPU time per request, inverted: the throughput ratio if the service were bound by its own CPU time alone.
-        "metadata_vs_off_cpu": results["off"]["cpu_us_per_request"] / results["metadata"]["cpu_us_per_request"],
-        "tracing_vs_metadata_cpu": results["metadata"]["cpu_us_per_request"] / results["tracing"]["cpu_us_per_request"],
+        "metadata_vs_off_cpu": _paired(samples["metadata"], samples["off"], "cpu_us_per_request"),
+        "tracing_vs_metadata_cpu": _paired(samples["tracing"], samples["metadata"], "cpu_us_per_request"),
     }
 
 
@@ -412,7 +421,7 @@ def search(rows: int = ROWS, repeats: int = REPEATS) -> dict[str, Any]:
 # -- the phase ---------------------------------------------------------------------------------------------------
 
 
-def run(seconds: int = 5, rounds: int = 3, rows: int = ROWS, repeats: int = REPEATS) -> dict[str, Any]:
+def run(seconds: int = 5, rounds: int = 7, rows: int = ROWS, repeats: int = REPEATS) -> dict[str, Any]:
     return {"throughput": throughput(seconds, rounds), "search": search(rows, repeats)}
 
 
@@ -426,14 +435,17 @@ def summary(result: dict[str, Any]) -> str:
     sink, traced_rows = t["otlp"], t["logged_rows"]["tracing"] or 0
     spans_per_request = f"{sink['spans'] / traced_rows:.2f}" if traced_rows else "?"
     traced_ok = t["tracing_vs_metadata"] >= 0.85 and sink["spans"] > 0
-    setup = f"c{t['connections']}, medians of {t['rounds']} rounds of {t['seconds']} s, static mock upstream, auth on"
+    setup = (
+        f"c{t['connections']}, {t['rounds']} rounds of {t['seconds']} s, ratios within each round, their median; "
+        "static mock upstream, auth on"
+    )
     per_search = " | ".join(
         f"{name} p50 {f['p50_ms']:.0f} / p95 {f['p95_ms']:.0f} / max {f['max_ms']:.0f} ms"
         for name, f in s["searches"].items()
     )
     return "\n".join(
         [
-            f"request log ({setup}): REQUEST_LOG=metadata {meta['rps']:.0f}/s vs off {off['rps']:.0f}/s = "
+            f"request log ({setup}): REQUEST_LOG=metadata {meta['rps']:.0f}/s vs off {off['rps']:.0f}/s (medians) = "
             f"{t['metadata_vs_off']:.1%} (target >= 95 %) {_mark(t['metadata_vs_off'] >= 0.95)}; service CPU "
             f"{meta['cpu_us_per_request']:.0f} vs {off['cpu_us_per_request']:.0f} µs a request "
             f"(= {t['metadata_vs_off_cpu']:.1%}); {t['logged_rows']['metadata']} rows logged",
@@ -454,7 +466,7 @@ def summary(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="the request-log phase alone")
     parser.add_argument("--seconds", type=int, default=5, help="each wrk round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--rows", type=int, default=ROWS, help="synthetic request-log rows for the search part")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="times each search is timed")
     args = parser.parse_args()
