@@ -35,7 +35,19 @@ async def require_admin(request: Request) -> Principal:
 def route_template(scope: Scope) -> str | None:
     """The matched route's path template, whole (`/api/v1/tasks/{task_id}`); None when no route matched. A route
     of an included router knows only its own part of the path (`/tasks/{task_id}`), not the prefix it was included
-    under, so the prefix is read off the request's path: the part before what the route's pattern matches."""
+    under, so the prefix is read off the request's path: the part before what the route's pattern matches. Kept in
+    the scope once found, for the next middleware that asks (the request log, then the metrics and the trace)."""
+    if _KEPT in scope:
+        kept: str | None = scope[_KEPT]
+        return kept
+    scope[_KEPT] = template = _route_template(scope)
+    return template
+
+
+_KEPT = "sop_llm.route_template"
+
+
+def _route_template(scope: Scope) -> str | None:
     route = scope.get("route")
     template: str | None = getattr(route, "path", None)
     pattern = getattr(route, "path_regex", None)

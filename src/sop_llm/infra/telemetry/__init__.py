@@ -3,9 +3,9 @@ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, or OTEL_ENABLED=true (then to the SD
 
 Off, nothing of OpenTelemetry is imported: this module and `active` are all the request path touches, and a
 request pays one context-variable read per provider call. On, `otel.Tracing` opens a SERVER span per HTTP request
-(`otel.RequestTrace`), under which the provider spans open (services/routing/provider_span.py); the SDK's batch
-span processor hands them to `otlp`, which writes the protobuf itself and POSTs it. docs/monitoring.md lists the
-spans' names and attributes.
+(`otel.RequestTrace`), under which the provider spans open (services/routing/provider_span.py); each span is
+written to protobuf by `otlp` when it ends, and `batch` POSTs them in batches from a task on the event loop.
+docs/monitoring.md lists the spans' names and attributes.
 """
 
 from __future__ import annotations
