@@ -173,7 +173,7 @@ def _paired(runs: list[dict[str, float]], against: list[dict[str, float]], metri
     return statistics.median(a[metric] / b[metric] for a, b in zip(runs, against, strict=True))
 
 
-def throughput(seconds: int = 5, rounds: int = 7) -> dict[str, Any]:
+def throughput(seconds: int = 5, rounds: int = 9) -> dict[str, Any]:
     """Three service processes at once (request log off, on, on with tracing), wrk rounds alternating between them."""
     samples: dict[str, list[dict[str, float]]] = {}
     with (
@@ -421,7 +421,7 @@ def search(rows: int = ROWS, repeats: int = REPEATS) -> dict[str, Any]:
 # -- the phase ---------------------------------------------------------------------------------------------------
 
 
-def run(seconds: int = 5, rounds: int = 7, rows: int = ROWS, repeats: int = REPEATS) -> dict[str, Any]:
+def run(seconds: int = 5, rounds: int = 9, rows: int = ROWS, repeats: int = REPEATS) -> dict[str, Any]:
     return {"throughput": throughput(seconds, rounds), "search": search(rows, repeats)}
 
 
@@ -466,7 +466,7 @@ def summary(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="the request-log phase alone")
     parser.add_argument("--seconds", type=int, default=5, help="each wrk round")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--rows", type=int, default=ROWS, help="synthetic request-log rows for the search part")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="times each search is timed")
     args = parser.parse_args()
