@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -41,11 +42,13 @@ class Receiver:
 
     def __init__(self) -> None:
         self.spans: list[tuple[str, Span]] = []
+        self.headers: list[dict[str, str]] = []  # of each export, names lowercased
         self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                receiver.headers.append({name.lower(): value for name, value in self.headers.items()})
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
@@ -509,3 +512,43 @@ def test_without_an_endpoint_nothing_of_opentelemetry_is_imported(upstream: Reco
     assert result == {"status": 200, "traceparent": None, "added": [], "tracing": []}
     (sent,) = upstream.headers[before:]
     assert "traceparent" not in sent
+
+
+def test_exports_are_gzipped_with_the_collectors_headers_and_a_dead_collector_costs_nothing(
+    upstream: RecordingUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_EXPORTER_OTLP_COMPRESSION and _HEADERS (URL-encoded, as the variables' format has it) reach the
+    collector; a collector nobody listens on leaves every request answered and the service stopping at once."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer%20collector-token,x-tenant=team-a")
+    folder = _config(tmp_path, upstream, local=False)
+    receiver = Receiver().start()
+    try:
+        live = LiveServer(make_settings(CONFIG_DIR=str(folder), OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url)).start()
+        try:
+            trace = "8" + CALLER_TRACE[1:]
+            _chat(live.url, "remote", {"traceparent": f"00-{trace}-{CALLER_SPAN}-01"})
+            assert len(receiver.trace(trace, 2)) == 2  # decoded after gunzipping
+        finally:
+            live.stop()
+    finally:
+        receiver.stop()
+    assert receiver.headers, "nothing was exported"
+    for headers in receiver.headers:
+        assert headers["content-encoding"] == "gzip"
+        assert headers["content-type"] == "application/x-protobuf"
+        assert headers["authorization"] == "Bearer collector-token"
+        assert headers["x-tenant"] == "team-a"
+
+    with socket.socket() as probe:  # a loopback port nobody listens on once the socket is closed
+        probe.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    live = LiveServer(make_settings(CONFIG_DIR=str(folder), OTEL_EXPORTER_OTLP_ENDPOINT=nobody)).start()
+    try:
+        for _ in range(3):
+            _chat(live.url, "remote")
+    finally:
+        started = time.monotonic()
+        live.stop()
+    assert time.monotonic() - started < 30  # the last export failed at once; shutdown did not wait on it
