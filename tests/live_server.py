@@ -71,6 +71,11 @@ class LiveServer:
         self._server.should_exit = True
         self._thread.join(timeout=30)
 
+    @property
+    def running(self) -> bool:
+        """False once the server has stopped (after `stop`: it stopped within the 30 s that waits)."""
+        return self._thread.is_alive()
+
     def model_stats(self, name: str) -> dict[str, Any]:
         models = httpx.get(f"{self.url}/api/v1/models").json()["models"]
         entry = next(m for m in models if m["name"] == name)

@@ -90,7 +90,7 @@ class TraceMiddleware:
             if scope["type"] == "http":
                 route = route_template(scope)
                 if span is not None:
-                    span.finish(scope["method"], route, status, error_type)
+                    span.finish(scope, route, status, error_type)
                 self.metrics.observe_request(
                     route or "unmatched",
                     scope["method"],

@@ -4,15 +4,26 @@ background task, a batch line."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Protocol
 
 AttributeValue = str | bool | int | float | Sequence[str] | Sequence[int] | Sequence[float]
 Attributes = Mapping[str, AttributeValue]
-# Attributes that many spans have alike, as one tuple the caller keeps and passes again (from a cache): the span
-# writer encodes each such tuple once. Each key's value has one type throughout, and the span does not set the key.
-SharedAttributes = tuple[tuple[str, AttributeValue], ...]
+
+
+class SpanShape:
+    """What many spans have alike: their name and the attributes they share (a deployment's model, provider and
+    limits; a route's method, path and status). Made once and kept by the code that opens such spans: the span
+    writer encodes a shape on first use and keeps the result in `encoded`. A span's own attributes do not repeat a
+    key of its shape."""
+
+    __slots__ = ("encoded", "name", "pairs")
+
+    def __init__(self, name: str, pairs: Iterable[tuple[str, AttributeValue]] = ()) -> None:
+        self.name = name
+        self.pairs = tuple(pairs)
+        self.encoded: bytes | None = None
 
 
 class Span(Protocol):
@@ -28,6 +39,9 @@ class Span(Protocol):
 
     def set(self, attributes: Attributes) -> None: ...
 
+    def reshape(self, shape: SpanShape) -> None:
+        """Give it another shape (its own with more attributes, say, once the answer is known)."""
+
     def event(self, name: str, attributes: Attributes | None = None) -> None: ...
 
     def fail(self, error_type: str, message: str = "") -> None:
@@ -38,15 +52,15 @@ class Span(Protocol):
 
 
 class RequestTrace(Protocol):
-    @property
-    def capture_content(self) -> bool:
-        """Whether prompts and answers go into spans (OTEL_CAPTURE_CONTENT), passed through `redact` first."""
+    # Whether prompts and answers go into spans (OTEL_CAPTURE_CONTENT), passed through `redact` first.
+    capture_content: bool
 
     def redact(self, text: str) -> str: ...
 
-    def child(self, name: str, client: bool, attributes: Attributes, shared: SharedAttributes = ()) -> Span:
-        """A span under the request's: CLIENT for a call to a remote service, INTERNAL for work in this process;
-        its attributes are `shared` and `attributes`."""
+    def child(self, shape: SpanShape, client: bool, attributes: dict[str, AttributeValue] | None = None) -> Span:
+        """A span under the request's, named and with the attributes of its shape, and its own `attributes` (the
+        span keeps that dict: not to be changed after): CLIENT for a call to a remote service, INTERNAL for work
+        in this process."""
 
 
 request_trace: ContextVar[RequestTrace | None] = ContextVar("request_trace", default=None)

@@ -62,6 +62,7 @@ class SpanBatcher:
     def __init__(self, export: Callable[[list[bytes]], Awaitable[object]], settings: BatchSettings) -> None:
         self._export = export
         self._settings = settings
+        self._max_queue, self._max_batch = settings.max_queue, settings.max_batch  # read on every span
         self._queue: deque[bytes] = deque()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -75,7 +76,7 @@ class SpanBatcher:
 
     def add(self, span: bytes) -> None:
         queue = self._queue
-        if len(queue) >= self._settings.max_queue:
+        if len(queue) >= self._max_queue:
             if not self.dropped:
                 logger.warning(
                     "the span export queue is full ({} spans): spans are dropped until it drains; raise "
@@ -85,7 +86,7 @@ class SpanBatcher:
             self.dropped += 1
             return
         queue.append(span)
-        if len(queue) == self._settings.max_batch and self._loop is not None:
+        if len(queue) == self._max_batch and self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def _run(self) -> None:

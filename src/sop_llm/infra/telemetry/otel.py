@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import time
+from binascii import unhexlify
 from collections.abc import Mapping, MutableMapping
 from contextvars import Token
 from typing import Any
@@ -22,7 +23,7 @@ from opentelemetry.sdk.resources import Resource
 from sop_llm import __version__
 from sop_llm.infra.redaction import Redactor
 from sop_llm.infra.settings import Settings
-from sop_llm.infra.telemetry.active import Attributes, SharedAttributes, request_trace
+from sop_llm.infra.telemetry.active import Attributes, SpanShape, request_trace
 from sop_llm.infra.telemetry.batch import BatchSettings, SpanBatcher
 from sop_llm.infra.telemetry.otlp import HAS_IS_REMOTE, IS_REMOTE, OTLPExporter, encode_scope, encode_span
 from sop_llm.infra.trace import as_trace_id, parse_traceparent
@@ -32,8 +33,8 @@ SAMPLED, RANDOM_TRACE_ID = 0x01, 0x02  # W3C trace flags
 
 
 _random_bits = random.getrandbits
-# The end of a traceparent by the span's flags: "-01" (sampled) and the like.
-_FLAGS_SUFFIX = [f"-{flags:02x}" for flags in range(256)]
+# The end of a traceparent by the span's flags: "01" (sampled) and the like.
+_FLAGS_HEX = [f"{flags:02x}" for flags in range(256)]
 
 
 class Span:
@@ -49,9 +50,8 @@ class Span:
         "flags",
         "kind",
         "message",
-        "name",
         "parent_id",
-        "shared",
+        "shape",
         "span_id",
         "start_ns",
         "trace_hex",
@@ -61,25 +61,23 @@ class Span:
     def __init__(
         self,
         batcher: SpanBatcher,
-        name: str,
+        shape: SpanShape,
         kind: int,
         trace_id: bytes,
         trace_hex: str,
         parent_id: bytes,
         flags: int,
-        shared: SharedAttributes,
-        attributes: dict[str, Any],
+        attributes: dict[str, Any] | None,
     ) -> None:
         self.batcher = batcher
-        self.name = name
+        self.shape = shape
         self.kind = kind
         self.trace_id = trace_id  # 16 bytes
         self.trace_hex = trace_hex  # the id as 32 hex digits, made once per trace
         self.span_id = (_random_bits(64) or 1).to_bytes(8, "big")
         self.parent_id = parent_id  # 8 bytes, or empty for a root span
         self.flags = flags
-        self.shared = shared
-        self.attributes = attributes
+        self.attributes = attributes  # its own, beside its shape's
         self.events: list[tuple[str, int, Mapping[str, Any] | None]] | None = None
         self.error = False
         self.message = ""
@@ -92,11 +90,18 @@ class Span:
 
     @property
     def traceparent(self) -> str:
-        return "00-" + self.trace_hex + "-" + self.span_id.hex() + _FLAGS_SUFFIX[self.flags & 0xFF]
+        return f"00-{self.trace_hex}-{self.span_id.hex()}-{_FLAGS_HEX[self.flags & 0xFF]}"
 
     def set(self, attributes: Attributes) -> None:
         if not self.end_ns:
-            self.attributes.update(attributes)
+            if self.attributes is None:
+                self.attributes = dict(attributes)
+            else:
+                self.attributes.update(attributes)
+
+    def reshape(self, shape: SpanShape) -> None:
+        if not self.end_ns:
+            self.shape = shape
 
     def event(self, name: str, attributes: Attributes | None = None) -> None:
         if not self.end_ns:
@@ -106,7 +111,7 @@ class Span:
 
     def fail(self, error_type: str, message: str = "") -> None:
         if not self.end_ns:
-            self.attributes["error.type"] = error_type
+            self.set({"error.type": error_type})
             self.error, self.message = True, message
 
     def end(self) -> None:
@@ -116,53 +121,46 @@ class Span:
                 self.batcher.add(encode_span(self))
 
 
-class RequestTrace:
-    """The SERVER span of one HTTP request; `child` opens spans under it."""
+class RequestTrace(Span):
+    """The SERVER span of one HTTP request, current (in `active.request_trace`) until it finishes; `child` opens
+    spans under it."""
 
-    __slots__ = ("_token", "_tracing", "span")
+    __slots__ = ("_token", "_tracing", "capture_content")
 
-    def __init__(self, tracing: Tracing, span: Span) -> None:
+    def __init__(self, tracing: Tracing, trace_id: bytes, trace_hex: str, parent_id: bytes, flags: int) -> None:
+        Span.__init__(self, tracing.batcher, _UNFINISHED, SERVER, trace_id, trace_hex, parent_id, flags, None)
         self._tracing = tracing
-        self.span = span
+        self.capture_content = tracing.redactor is not None
         self._token: Token[Any] | None = request_trace.set(self)
-
-    @property
-    def capture_content(self) -> bool:
-        return self._tracing.redactor is not None
 
     def redact(self, text: str) -> str:
         redactor = self._tracing.redactor
         return redactor.redact(text) if redactor is not None else text
 
-    @property
-    def traceparent(self) -> str:
-        """The SERVER span as a W3C `traceparent`, returned to the caller in a response header of that name."""
-        return self.span.traceparent
-
-    def child(self, name: str, client: bool, attributes: Attributes, shared: SharedAttributes = ()) -> Span:
-        parent = self.span
-        flags = (parent.flags & 0xFF) | HAS_IS_REMOTE
+    def child(self, shape: SpanShape, client: bool, attributes: dict[str, Any] | None = None) -> Span:
+        flags = (self.flags & 0xFF) | HAS_IS_REMOTE
         kind = CLIENT if client else INTERNAL
-        trace, trace_hex = parent.trace_id, parent.trace_hex
-        return Span(parent.batcher, name, kind, trace, trace_hex, parent.span_id, flags, shared, dict(attributes))
+        return Span(self.batcher, shape, kind, self.trace_id, self.trace_hex, self.span_id, flags, attributes)
 
-    def finish(self, method: str, route: str | None, status: int, error_type: str | None) -> None:
+    def finish(self, scope: Mapping[str, Any], route: str | None, status: int, error_type: str | None) -> None:
         """End the span once the response has gone: named after the route template when one matched, with the
-        status, and `error.type` on a 5xx (the exception's class when one escaped, else the status)."""
-        span = self.span
-        attributes = span.attributes
-        attributes["http.response.status_code"] = status
-        if route is not None:
-            span.name = f"{method} {route}"
-            attributes["http.route"] = route
+        request's method, path and scheme, the status, and `error.type` on a 5xx (the exception's class when one
+        escaped, else the status)."""
+        self.shape = self._tracing.request_shape(
+            scope["method"], scope["path"], scope.get("scheme", "http"), route, status
+        )
         if status >= 500:
-            span.fail(error_type or str(status))
-        span.end()
+            self.fail(error_type or str(status))
+        self.end()
         if self._token is not None:
             request_trace.reset(self._token)
             # The token holds the request's context, which held this object: dropped, no cycle is left for the
             # garbage collector (one a request, measured at c64, slowed every request a few per cent).
             self._token = None
+
+
+# A SERVER span's shape until it finishes (it is encoded only then, with its route's shape).
+_UNFINISHED = SpanShape("HTTP")
 
 
 class Tracing:
@@ -175,8 +173,10 @@ class Tracing:
             endpoint = base.rstrip("/") + "/v1/traces"
         resource = Resource.create({"service.name": settings.otel_service_name, "service.version": __version__})
         self._exporter = OTLPExporter(endpoint, resource.attributes, encode_scope("sop_llm", __version__))
-        self._batcher = SpanBatcher(self._exporter.export, BatchSettings.from_environment())
+        self.batcher = SpanBatcher(self._exporter.export, BatchSettings.from_environment())
         self.redactor = Redactor(settings.request_log_redact) if settings.otel_capture_content else None
+        # SERVER spans' shapes by method, path, scheme, route and status (emptied when full).
+        self._shapes: dict[tuple[str, str, str, str | None, int], SpanShape] = {}
 
     def start_request(
         self, scope: MutableMapping[str, Any], trace_id: str, request_id: str | None, traceparent: str | None
@@ -184,13 +184,6 @@ class Tracing:
         """Open the SERVER span of an HTTP request: a child of the caller's `traceparent` when it sent a valid
         one, else the root of a trace whose id is the request's `trace_id` when that is a trace id (a caller's
         X-Request-ID may be anything), so the response header, the request log and the trace agree."""
-        method = scope["method"]
-        shared = (
-            ("http.request.method", method),
-            ("url.path", scope["path"]),
-            ("url.scheme", scope.get("scheme", "http")),
-        )
-        attributes: dict[str, Any] = {}
         parent = parse_traceparent(traceparent) if traceparent is not None else None
         if parent is not None:
             trace_hex = f"{parent[0]:032x}"
@@ -206,18 +199,36 @@ class Tracing:
                 trace_hex, made_here = f"{_random_bits(128) or 1:032x}", True
             # W3C level 2's random-trace-id flag: ids made here are random, a caller's X-Request-ID need not be.
             parent_id, flags = b"", SAMPLED | HAS_IS_REMOTE | (RANDOM_TRACE_ID if made_here else 0)
-        trace = bytes.fromhex(trace_hex)
-        span = Span(self._batcher, method, SERVER, trace, trace_hex, parent_id, flags, shared, attributes)
+        trace = RequestTrace(self, unhexlify(trace_hex), trace_hex, parent_id, flags)
         if request_id == trace_id and trace_hex != trace_id:
             # The caller's own X-Request-ID, which the request log files the request under.
-            attributes["http.request.header.x-request-id"] = [request_id]
-        return RequestTrace(self, span)
+            trace.attributes = {"http.request.header.x-request-id": [request_id]}
+        return trace
+
+    def request_shape(self, method: str, path: str, scheme: str, route: str | None, status: int) -> SpanShape:
+        """A SERVER span's name (`POST /v1/chat/completions`, the method alone when no route matched) and its HTTP
+        attributes, made once for all the requests that have them alike."""
+        key = (method, path, scheme, route, status)
+        shape = self._shapes.get(key)
+        if shape is None:
+            if len(self._shapes) >= 4096:
+                self._shapes.clear()
+            pairs: list[tuple[str, Any]] = [
+                ("http.request.method", method),
+                ("url.path", path),
+                ("url.scheme", scheme),
+                ("http.response.status_code", status),
+            ]
+            if route is not None:
+                pairs.append(("http.route", route))
+            shape = self._shapes[key] = SpanShape(f"{method} {route}" if route is not None else method, pairs)
+        return shape
 
     def start(self) -> None:
         """Start the export task (on the running event loop)."""
-        self._batcher.start()
+        self.batcher.start()
 
     async def aclose(self) -> None:
         """Export what is still queued, then stop."""
-        await self._batcher.aclose()
+        await self.batcher.aclose()
         await self._exporter.aclose()

@@ -17,30 +17,32 @@ import gzip
 import os
 import ssl
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 from loguru import logger
+
+from sop_llm.infra.telemetry.active import SpanShape
 
 if TYPE_CHECKING:
     import aiohttp
 
 _DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
-# Field tags: (number << 3) | wire type (0 varint, 1 fixed64, 2 length-delimited, 5 fixed32). A span's fixed-size
-# fields packed with their tags in one call each: trace_id (1) and span_id (2); kind (6), start_time_unix_nano (7)
-# and end_time_unix_nano (8); flags (16, a two-byte tag).
-_IDS = struct.Struct(">H16sH8s")
-_KIND_TIMES = struct.Struct("<BBBQBQ")
-_FLAGS = struct.Struct("<HI")
+# A span's fixed-size fields with their tags (number << 3 | wire type: 0 varint, 1 fixed64, 2 length-delimited,
+# 5 fixed32), packed in one call: trace_id (1, 16 bytes), span_id (2, 8 bytes), parent_span_id (4, 8 bytes; absent
+# for a root span), kind (6), start_time_unix_nano (7), end_time_unix_nano (8) and flags (16, a two-byte tag).
+# Protobuf fields may come in any order.
+_CHILD_FIELDS = struct.Struct("<BB16sBB8sBB8sBBBQBQHI")
+_ROOT_FIELDS = struct.Struct("<BB16sBB8sBBBQBQHI")
 # Span.flags beyond the W3C trace flags: whether the parent is known to be remote, and whether it is.
 HAS_IS_REMOTE = 0x100
 IS_REMOTE = 0x200
 
 
 class EncodableSpan(Protocol):
-    name: str
+    shape: SpanShape  # the name and the attributes many spans have alike: encoded once, not per span
     kind: int  # OTLP SpanKind: 1 internal, 2 server, 3 client
     trace_id: bytes  # 16 bytes
     span_id: bytes  # 8 bytes
@@ -48,8 +50,7 @@ class EncodableSpan(Protocol):
     flags: int  # the W3C trace flags, with HAS_IS_REMOTE / IS_REMOTE
     start_ns: int
     end_ns: int
-    shared: tuple[tuple[str, Any], ...]  # attributes many spans have alike: encoded once, not per span
-    attributes: dict[str, Any]
+    attributes: dict[str, Any] | None  # the span's own
     events: list[tuple[str, int, Mapping[str, Any] | None]] | None  # (name, time in ns, attributes)
     error: bool
     message: str
@@ -92,14 +93,10 @@ def _any_value(value: Any) -> bytes:
     return _field(1, str(value).encode())
 
 
-# Encoded pieces that repeat from span to span: attributes (most keys and many values: methods, routes, models,
-# providers, small token counts, one finish reason), spans' shared attribute blocks, and span names. Emptied when
-# full, so values that stop coming do not stay.
+# Encoded attributes that repeat from span to span (most keys and many values: small token counts, a finish
+# reason). Emptied when full, so values that stop coming do not stay. Span shapes keep their own encoding.
 _PAIRS: dict[tuple[str, Any] | tuple[str, type, str], bytes] = {}
-_BLOCKS: dict[tuple[tuple[str, Any], ...], bytes] = {}
-_NAMES: dict[str, bytes] = {}
 _MAX_KEPT = 8192
-_ATTRIBUTE_TAG = b"\x4a"  # Span.attributes, field 9
 
 
 def _keep(cache: dict[Any, bytes], key: Any, encoded: bytes) -> bytes:
@@ -114,68 +111,58 @@ def _encode_key_value(key: str, value: Any) -> bytes:
     return _varint(len(body)) + body
 
 
-def _cache_key(key: str, value: Any) -> tuple[str, Any] | tuple[str, type, str] | None:
-    """What an attribute's encoding is kept under, or None (not kept: a float, a list, a bool)."""
-    kind = type(value)
-    if kind is str or kind is int:  # not bool: True == 1 would share an entry
-        return (key, value)
-    if kind is tuple and len(value) == 1 and type(value[0]) is str:  # a finish reason
-        return (key, tuple, value[0])
-    return None
-
-
-def _key_value(key: str, value: Any) -> bytes:
-    """A KeyValue field's payload (with its length) of an attribute."""
-    cache_key = _cache_key(key, value)
-    if cache_key is None:
-        return _encode_key_value(key, value)
-    encoded = _PAIRS.get(cache_key)
-    return encoded if encoded is not None else _keep(_PAIRS, cache_key, _encode_key_value(key, value))
-
-
-def encode_attributes(attributes: Mapping[str, Any], tag: int) -> bytes:
-    """`attributes` as repeated KeyValue fields numbered `tag`."""
+def encode_attributes(attributes: Iterable[tuple[str, Any]], tag: int) -> bytes:
+    """(key, value) pairs as repeated KeyValue fields numbered `tag`. Runs for every span: a pair whose value is a
+    str or an int (not a bool: True == 1 would share an entry), or a 1-tuple of a str (a finish reason), is encoded
+    once and kept; others (floats, lists) each time."""
     head = _BYTE[tag << 3 | 2]
-    return b"".join([head + _key_value(key, value) for key, value in attributes.items()])
+    pairs = _PAIRS
+    out = []
+    for key, value in attributes:
+        kind = type(value)
+        if kind is str or kind is int:
+            cache_key: Any = (key, value)
+        elif kind is tuple and len(value) == 1 and type(value[0]) is str:
+            cache_key = (key, tuple, value[0])
+        else:
+            out.append(head)
+            out.append(_encode_key_value(key, value))
+            continue
+        out.append(head)
+        out.append(pairs.get(cache_key) or _keep(pairs, cache_key, _encode_key_value(key, value)))
+    return b"".join(out)
 
 
-def _shared_attributes(shared: tuple[tuple[str, Any], ...]) -> bytes:
-    """A span's shared attributes (the same tuple for many spans) as Span.attributes fields, kept once encoded."""
-    return _keep(_BLOCKS, shared, b"".join([_ATTRIBUTE_TAG + _key_value(k, v) for k, v in shared]))
+def _encode_shape(shape: SpanShape) -> bytes:
+    shape.encoded = _field(5, shape.name.encode()) + encode_attributes(shape.pairs, 9)
+    return shape.encoded
 
 
 def encode_span(span: EncodableSpan) -> bytes:
     """The span as a ScopeSpans.spans field: what `encode_request` joins.
 
     Every span a request opens passes here, on the event loop, so it is written for few Python operations: the
-    pieces that repeat (names, shared blocks, most attributes) come from the caches in one lookup each, the
-    fixed-size fields from one struct call."""
-    name = _NAMES.get(span.name) or _keep(_NAMES, span.name, _field(5, span.name.encode()))
-    shared = span.shared
-    out = [
-        _IDS.pack(0x0A10, span.trace_id, 0x1208, span.span_id),
-        b"\x22\x08" + span.parent_id if span.parent_id else b"",
-        name,
-        _KIND_TIMES.pack(0x30, span.kind, 0x39, span.start_ns, 0x41, span.end_ns),
-        (_BLOCKS.get(shared) or _shared_attributes(shared)) if shared else b"",
-    ]
-    pairs = _PAIRS
-    for key, value in span.attributes.items():  # _key_value, with its cache lookups done here
-        kind = type(value)
-        if kind is str or kind is int:
-            encoded = pairs.get((key, value))
-        elif kind is tuple and len(value) == 1:
-            encoded = pairs.get((key, tuple, value[0]))
-        else:
-            encoded = None
-        out.append(_ATTRIBUTE_TAG)
-        out.append(encoded or _key_value(key, value))
+    fixed-size fields in one struct call, the name and the shared attributes encoded once per shape, the span's
+    own few attributes mostly from a cache."""
+    if span.parent_id:
+        fixed = _CHILD_FIELDS.pack(
+            0x0A, 16, span.trace_id, 0x12, 8, span.span_id, 0x22, 8, span.parent_id,
+            0x30, span.kind, 0x39, span.start_ns, 0x41, span.end_ns, 0x0185, span.flags,
+        )  # fmt: skip
+    else:
+        fixed = _ROOT_FIELDS.pack(
+            0x0A, 16, span.trace_id, 0x12, 8, span.span_id,
+            0x30, span.kind, 0x39, span.start_ns, 0x41, span.end_ns, 0x0185, span.flags,
+        )  # fmt: skip
+    shape = span.shape
+    out = [fixed, shape.encoded or _encode_shape(shape)]
+    if span.attributes:
+        out.append(encode_attributes(span.attributes.items(), 9))
     for event_name, time_ns, attributes in span.events or ():
         event = b"\x09" + _FIXED64.pack(time_ns) + _field(2, event_name.encode())
-        out.append(_field(11, event + (encode_attributes(attributes, 3) if attributes else b"")))
+        out.append(_field(11, event + (encode_attributes(attributes.items(), 3) if attributes else b"")))
     if span.error:
         out.append(_field(15, (_field(2, span.message.encode()) if span.message else b"") + b"\x18\x02"))
-    out.append(_FLAGS.pack(0x0185, span.flags))
     body = b"".join(out)
     size = len(body)
     if 0x80 <= size < 0x4000:  # most spans: field 2 with a two-byte length, written here rather than by _field
@@ -191,7 +178,7 @@ def encode_scope(name: str, version: str) -> bytes:
 def encode_request(resource: Mapping[str, Any], scope: bytes, spans: Sequence[bytes]) -> bytes:
     """An ExportTraceServiceRequest: one ResourceSpans, one ScopeSpans holding `spans` (each from `encode_span`)."""
     scope_spans = _field(2, scope + b"".join(spans))
-    return _field(1, _field(1, encode_attributes(resource, 1)) + scope_spans)
+    return _field(1, _field(1, encode_attributes(resource.items(), 1)) + scope_spans)
 
 
 def _variable(name: str) -> str | None:

@@ -6,8 +6,10 @@ outside a traced request."""
 
 from __future__ import annotations
 
+import functools
+
 from sop_llm.infra.telemetry import current_request_trace
-from sop_llm.infra.telemetry.active import Span
+from sop_llm.infra.telemetry.active import AttributeValue, Span, SpanShape
 from sop_llm.providers.base import EmbeddingProvider
 
 
@@ -15,16 +17,21 @@ def embedding_span(name: str, provider: EmbeddingProvider, inputs: int) -> Span 
     trace = current_request_trace()
     if trace is None:
         return None
-    model = provider.model_config.model
-    attributes: dict[str, str | int] = {
-        "gen_ai.operation.name": "embeddings",
-        "gen_ai.provider.name": provider.provider_config.type,
-        "gen_ai.request.model": model,
-        "gen_ai.embeddings.dimension.count": provider.dimensions,
-        "sop_llm.deployment": name,
-        "sop_llm.inputs": inputs,
-    }
-    return trace.child(f"embeddings {model}", False, attributes)
+    shape = _shape(provider.provider_config.type, provider.model_config.model, name, provider.dimensions)
+    return trace.child(shape, False, {"sop_llm.inputs": inputs})
+
+
+@functools.lru_cache(maxsize=256)
+def _shape(provider_type: str, model: str, deployment: str, dimensions: int) -> SpanShape:
+    """Kept, so that the span writer encodes each model's shape once."""
+    pairs: list[tuple[str, AttributeValue]] = [
+        ("gen_ai.operation.name", "embeddings"),
+        ("gen_ai.provider.name", provider_type),
+        ("gen_ai.request.model", model),
+        ("gen_ai.embeddings.dimension.count", dimensions),
+        ("sop_llm.deployment", deployment),
+    ]
+    return SpanShape(f"embeddings {model}", pairs)
 
 
 def failed(span: Span, exc: BaseException) -> None:

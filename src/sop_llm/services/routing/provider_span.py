@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import orjson
 
-from sop_llm.infra.telemetry.active import AttributeValue, RequestTrace, SharedAttributes, Span, request_trace
+from sop_llm.infra.telemetry.active import AttributeValue, RequestTrace, Span, SpanShape, request_trace
 from sop_llm.infra.trace import reset_outgoing_traceparent, set_outgoing_traceparent
 from sop_llm.providers.base import GenerationProvider
 from sop_llm.providers.types import Chunk, Completion, GenerationRequest, Usage
@@ -34,29 +34,40 @@ _PROVIDER_NAMES = {"llamacpp": "llama.cpp"}
 class ProviderSpan:
     """Opened before the call; `chunk` for each streamed chunk, then `answered` / `streamed` or `failed`, then `end`."""
 
-    __slots__ = ("_answer", "_finish_reason", "_token", "_trace", "_usage", "first_token_s", "model", "span", "started")
+    __slots__ = (
+        "_answer",
+        "_deployment",
+        "_finish_reason",
+        "_token",
+        "_trace",
+        "_usage",
+        "first_token_s",
+        "span",
+        "started",
+    )
 
     def __init__(self, trace: RequestTrace, provider: GenerationProvider, request: GenerationRequest) -> None:
-        model = provider.model_config.model
-        operation = "chat" if request.messages is not None else "text_completion"
+        config = provider.provider_config
         remote = not provider.local
-        shared = _shared(
-            provider.provider_config.type,
-            model,
+        deployment = self._deployment = _deployment(
+            config.type,
+            provider.model_config.model,
             provider.name,
-            provider.provider_config.base_url if remote else None,
-            operation,
+            remote,
+            config.base_url if remote else None,
+            "chat" if request.messages is not None else "text_completion",
             request.max_tokens,
-            float(request.temperature),
-            float(request.top_p),
+            request.temperature,
+            request.top_p,
         )
-        attributes: dict[str, Any] = {}
-        if request.seed is not None:
-            attributes["gen_ai.request.seed"] = request.seed
-        if request.stop:
-            attributes["gen_ai.request.stop_sequences"] = request.stop
-        self.span: Span = trace.child(f"{operation} {model}", remote, attributes, shared)
-        self.model = model
+        attributes: dict[str, AttributeValue] | None = None
+        if request.seed is not None or request.stop:
+            attributes = {}
+            if request.seed is not None:
+                attributes["gen_ai.request.seed"] = request.seed
+            if request.stop:
+                attributes["gen_ai.request.stop_sequences"] = request.stop
+        self.span: Span = trace.child(deployment.shape, deployment.remote, attributes)
         self.started = time.perf_counter()
         self.first_token_s: float | None = None
         self._trace = trace
@@ -66,7 +77,7 @@ class ProviderSpan:
         if trace.capture_content and self.span.recording:
             self.span.set({"gen_ai.input.messages": _input_messages(trace, request)})
             self._answer = []
-        self._token = set_outgoing_traceparent(self.span.traceparent) if remote else None
+        self._token = set_outgoing_traceparent(self.span.traceparent) if deployment.remote else None
 
     def chunk(self, chunk: Chunk) -> None:
         """Note a streamed chunk: the first one's time; the finish reason and usage on the last ones; the text when
@@ -92,15 +103,21 @@ class ProviderSpan:
         self._finished(self._finish_reason, self._usage)
 
     def _finished(self, finish_reason: str | None, usage: Usage | None) -> None:
-        attributes: dict[str, AttributeValue] = {"gen_ai.response.model": self.model}
-        if finish_reason is not None:
-            attributes["gen_ai.response.finish_reasons"] = (finish_reason,)
+        self.span.reshape(_answered(self._deployment, finish_reason))
         if usage is not None:
-            attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
-            attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
-        if self._answer is not None:
-            attributes["gen_ai.output.messages"] = _output_messages(self._trace, "".join(self._answer), finish_reason)
-        self.span.set(attributes)
+            attributes: dict[str, AttributeValue] = {
+                "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": usage.completion_tokens,
+            }
+            if self._answer is not None:
+                attributes["gen_ai.output.messages"] = _output_messages(
+                    self._trace, "".join(self._answer), finish_reason
+                )
+            self.span.set(attributes)
+        elif self._answer is not None:
+            self.span.set(
+                {"gen_ai.output.messages": _output_messages(self._trace, "".join(self._answer), finish_reason)}
+            )
 
     def failed(self, exc: BaseException) -> None:
         if isinstance(exc, Exception):
@@ -123,33 +140,52 @@ def provider_span(provider: GenerationProvider, request: GenerationRequest) -> P
     return ProviderSpan(trace, provider, request) if trace is not None else None
 
 
+class _Deployment(NamedTuple):
+    """What the spans of calls to one deployment with the same settings have alike."""
+
+    model: str
+    remote: bool
+    shape: SpanShape
+
+
 @functools.lru_cache(maxsize=1024)
-def _shared(
+def _deployment(
     provider_type: str,
     model: str,
     deployment: str,
+    remote: bool,
     base_url: str | None,
     operation: str,
     max_tokens: int,
     temperature: float,
     top_p: float,
-) -> SharedAttributes:
-    """The attributes that calls to one deployment with the same settings have alike (kept: the span writer encodes
-    each such tuple once)."""
-    shared: list[tuple[str, AttributeValue]] = [
+) -> _Deployment:
+    """Kept, so that the span writer encodes each one's shape once. Keyed by values, not by the provider, which may
+    hold a loaded model."""
+    pairs: list[tuple[str, AttributeValue]] = [
         ("gen_ai.operation.name", operation),
         ("gen_ai.provider.name", _PROVIDER_NAMES.get(provider_type, provider_type)),
         ("gen_ai.request.model", model),
         ("gen_ai.request.max_tokens", max_tokens),
-        ("gen_ai.request.temperature", temperature),
-        ("gen_ai.request.top_p", top_p),
+        ("gen_ai.request.temperature", float(temperature)),
+        ("gen_ai.request.top_p", float(top_p)),
         ("sop_llm.deployment", deployment),
     ]
     url = urlsplit(base_url) if base_url else None
     if url is not None and url.hostname:
         port = url.port or (443 if url.scheme == "https" else 80)
-        shared += [("server.address", url.hostname), ("server.port", port)]
-    return tuple(shared)
+        pairs += [("server.address", url.hostname), ("server.port", port)]
+    return _Deployment(model, remote, SpanShape(f"{operation} {model}", pairs))
+
+
+@functools.lru_cache(maxsize=1024)
+def _answered(deployment: _Deployment, finish_reason: str | None) -> SpanShape:
+    """The deployment's shape with the answer's model and finish reason."""
+    pairs: list[tuple[str, AttributeValue]] = [("gen_ai.response.model", deployment.model)]
+    if finish_reason is not None:
+        pairs.append(("gen_ai.response.finish_reasons", (finish_reason,)))
+    shape = deployment.shape
+    return SpanShape(shape.name, (*shape.pairs, *pairs))
 
 
 def _input_messages(trace: RequestTrace, request: GenerationRequest) -> str:
