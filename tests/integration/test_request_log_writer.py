@@ -5,9 +5,11 @@ oldest entries go and counts them; bodies are redacted when written; rows past t
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,39 @@ async def test_a_batch_the_database_refuses_is_kept_and_written_later(url: str) 
     async with log._sessions() as session:
         tokens = list(await session.scalars(select(RequestLogRow.prompt_tokens).order_by(RequestLogRow.id)))
     assert tokens == list(range(11))  # in arrival order, the kept batch first
+
+
+def _varied(n: int, at: float) -> Entry:
+    """An entry whose every field depends on `n`, the optional ones None for some."""
+    return Entry(at, f"key:{n}", "native", "DELETE", f"/r/{n}", None if n % 2 else f"m{n}", f"d{n}" if n % 3 else None,
+                 200 + n % 300, None if n % 5 else f"e{n}", n, n * 7, n / 3, None if n % 4 else n / 7, f"{n:032x}",
+                 None, None)  # fmt: skip
+
+
+async def test_a_large_batch_is_written_whole_in_order_with_every_field_and_its_time_to_the_microsecond(
+    url: str,
+) -> None:
+    """1,000 entries (SQLite takes them in several multi-row statements) come back as they went, in order; each
+    arrival time to the microsecond, fractions next to a whole second included."""
+    await asyncio.to_thread(upgrade, url)
+    log = _log(url, buffer=2000)
+    rng = random.Random(5)
+    times = [1_800_000_000 + rng.uniform(0, 86400) for _ in range(990)]
+    times += [1_800_000_000 + edge for edge in (0.0, 0.0000004, 0.4999995, 0.9999994, 0.9999996, 59.9999999, 1.5)]
+    times += [1_800_000_000 + 3.25, 1_800_000_000 + 7, 1_800_000_000 + 0.000001]
+    entries = [_varied(n, at) for n, at in enumerate(times)]
+    for entry in entries:
+        log.add(entry)
+    assert await log.flush()
+    async with log._sessions() as session:
+        rows = list(await session.scalars(select(RequestLogRow).order_by(RequestLogRow.id)))
+    assert len(rows) == len(entries) == 1000
+    for row, entry in zip(rows, entries, strict=True):
+        stored = [getattr(row, field) for field in Entry._fields[1:]]
+        assert stored == list(entry[1:]), (stored, entry)
+        at = row.at if row.at.tzinfo is not None else row.at.replace(tzinfo=UTC)
+        expected = datetime.fromtimestamp(entry.at, UTC)
+        assert abs(at - expected) <= timedelta(microseconds=1), (entry.at, at, expected)
 
 
 async def test_a_full_buffer_lets_the_oldest_entries_go_and_counts_them(url: str) -> None:

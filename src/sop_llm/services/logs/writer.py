@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Literal, NamedTuple
 
-import orjson
 from loguru import logger
 from sqlalchemy import delete
 from sqlalchemy.exc import SQLAlchemyError
@@ -49,26 +50,48 @@ class Entry(NamedTuple):
 
 
 # The batch goes to the driver as it is, not through the ORM (that took ~10 µs a row on the event loop). PostgreSQL
-# takes it as one prepared statement executed for every row (asyncpg sends them pipelined). SQLite takes it as one
-# JSON array (orjson writes the entries as they are, ~0.2 µs a row, on the loop) bound to a single parameter and
-# unpacked by SQLite itself, which also writes the time as SQLAlchemy stores a DateTime there
-# (YYYY-MM-DD HH:MM:SS.ffffff, from the whole seconds and the microseconds apart, so that nothing rounds up to the
-# next second). Python work a row in a thread, or the connection thread taking the GIL after every row
+# takes it as one prepared statement executed for every row (asyncpg sends them pipelined). SQLite takes it as
+# multi-row INSERTs, each entry's fields bound as they are (`INSERT … SELECT … FROM (VALUES (?, …), …)`), in chunks
+# of a power of two rows (at most _SQLITE_CHUNK), so that the few statements stay prepared in the driver's cache.
+# SQLite writes the time as SQLAlchemy stores a DateTime there (YYYY-MM-DD HH:MM:SS.ffffff, from the whole seconds
+# and the microseconds apart, so that nothing rounds up to the next second). Measured on 3,000 rows with the
+# table's four indexes: ~8 µs a row of SQLite's work (a third of it writing the time), against ~12 µs when the
+# batch went as one JSON array that SQLite unpacked. Plain `?` parameters, not numbered ones: SQLite looks a
+# numbered parameter up in a list, so preparing a 256-row statement of `?NNN` took ~27 ms, and each connection
+# prepares each size once. Python work a row in a thread, or the connection thread taking the GIL after every row
 # (executemany), had cost the event loop more in handovers than the rows cost to write.
 _COLUMNS = ", ".join(Entry._fields)
-_SQLITE_INSERT = (
-    f"INSERT INTO request_log ({_COLUMNS}) SELECT "
-    "strftime('%Y-%m-%d %H:%M:%S', CAST(at AS INTEGER), 'unixepoch')"
-    " || printf('.%06d', min(999999, round((at - CAST(at AS INTEGER)) * 1000000))), "
-    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(1, len(Entry._fields)))
-    + " FROM (SELECT json_extract(value, '$[0]') AS at, value FROM json_each(?))"
+_FIELDS = len(Entry._fields)
+_SQLITE_CHUNK = 256  # rows a statement: 16 parameters each, below SQLite's limit of 32,766
+
+
+# The time, from the first field (column1 of the VALUES rows).
+_SQLITE_TIME = (
+    "strftime('%Y-%m-%d %H:%M:%S', CAST(column1 AS INTEGER), 'unixepoch')"
+    " || printf('.%06d', min(999999, round((column1 - CAST(column1 AS INTEGER)) * 1000000)))"
 )
+_SQLITE_INSERTS = {
+    rows: f"INSERT INTO request_log ({_COLUMNS}) SELECT {_SQLITE_TIME}, "
+    + ", ".join(f"column{i}" for i in range(2, _FIELDS + 1))
+    + " FROM (VALUES "
+    + ", ".join(["(" + ", ".join("?" * _FIELDS) + ")"] * rows)
+    + ")"
+    for rows in (1 << bit for bit in range(_SQLITE_CHUNK.bit_length()))
+}
 _PLACEHOLDERS = {
     "numeric_dollar": lambda n: ", ".join(f"${i}" for i in range(1, n + 1)),
     "format": lambda n: ", ".join(["%s"] * n),
     "pyformat": lambda n: ", ".join(["%s"] * n),
-    "qmark": lambda n: ", ".join("?" * n),
 }
+
+
+def _sqlite_chunks(batch: list[Entry]) -> Iterator[tuple[str, tuple[object, ...]]]:
+    """The batch as (statement, parameters): chunks of a power of two rows, largest first."""
+    start = 0
+    while start < len(batch):
+        rows = 1 << (min(len(batch) - start, _SQLITE_CHUNK).bit_length() - 1)
+        yield _SQLITE_INSERTS[rows], tuple(chain.from_iterable(batch[start : start + rows]))
+        start += rows
 
 
 class RequestLog:
@@ -143,8 +166,8 @@ class RequestLog:
                     if connection.dialect.name == "sqlite":
                         if self.bodies:
                             batch = await asyncio.to_thread(self._redacted, batch)
-                        payload = orjson.dumps(batch, default=tuple)  # an Entry is a tuple, written as an array
-                        await connection.exec_driver_sql(_SQLITE_INSERT, (payload.decode(),))
+                        for statement, parameters in _sqlite_chunks(batch):
+                            await connection.exec_driver_sql(statement, parameters)
                     else:
                         rows = await asyncio.to_thread(self._rows, batch)
                         await connection.exec_driver_sql(self._statement(connection.dialect.paramstyle), rows)
