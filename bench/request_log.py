@@ -4,10 +4,12 @@ page's searches answer on a large log.
 - Throughput at 64 connections (wrk, POST /v1/chat/completions through the service to gateway.py's static mock
   upstream, auth on, as the gateway phase runs it) of three service processes started at once, in alternating
   rounds: REQUEST_LOG=off, REQUEST_LOG=metadata (the default) and the default with traces exported over OTLP/HTTP to
-  a loopback receiver (otlp_sink.py). Each ratio is the median over the rounds of the ratio within a round (the
-  two runs compared are seconds apart): the machine's own speed drifts by more than the differences measured, and
-  pairing the runs cancels most of that drift. Targets: the request log >= 95 % of off; tracing >= 85 % of tracing
-  off (the default); the receiver must have got spans. Beside each ratio, the same for the services' CPU time per
+  a loopback receiver (otlp_sink.py); 16 rounds of 4 s runs, every other round in the reverse order. Each ratio is
+  the median over the rounds of the ratio within a round (the two runs compared are seconds apart): the machine's
+  own speed drifts by more than the differences measured, and pairing the runs cancels most of that drift, the
+  alternating order the rest of a steady drift; many short rounds make the median steadier than a few long ones.
+  Targets: the request log >= 95 % of off; tracing >= 85 % of tracing off (the default); the receiver must have
+  got spans. Beside each ratio, the same for the services' CPU time per
   request (all threads, the database's included): a second view, for reading only.
 - Search: a throw-away database on the local PostgreSQL (POSTGRES: 127.0.0.1:5432, user postgres, trust), migrated,
   ROWS synthetic entries loaded by COPY in arrival order (200 keys and 10 models with a few heavy ones, mostly 200
@@ -173,7 +175,7 @@ def _paired(runs: list[dict[str, float]], against: list[dict[str, float]], metri
     return statistics.median(a[metric] / b[metric] for a, b in zip(runs, against, strict=True))
 
 
-def throughput(seconds: int = 5, rounds: int = 9) -> dict[str, Any]:
+def throughput(seconds: int = 4, rounds: int = 16) -> dict[str, Any]:
     """Three service processes at once (request log off, on, on with tracing), wrk rounds alternating between them."""
     samples: dict[str, list[dict[str, float]]] = {}
     with (
@@ -197,8 +199,12 @@ def throughput(seconds: int = 5, rounds: int = 9) -> dict[str, Any]:
             processes = {name: _listener(url) for name, (url, _) in targets.items()}
             for url, headers in targets.values():
                 wrk(url, CONNECTIONS, 1, headers)  # warm up connections and code paths
-            for _ in range(rounds):
-                for name, (url, headers) in targets.items():
+            for round_ in range(rounds):
+                # Every other round runs the other way round: a drift in the machine's speed within a round then
+                # favours no variant.
+                names = list(targets) if round_ % 2 == 0 else list(reversed(targets))
+                for name in names:
+                    url, headers = targets[name]
                     samples.setdefault(name, []).append(_measured(url, headers, seconds, processes[name]))
         # After the services stopped: each flushed what its request log and its span queue still held.
         rows = {name: _logged_rows(path) for name, path in databases.items()}
@@ -421,7 +427,7 @@ def search(rows: int = ROWS, repeats: int = REPEATS) -> dict[str, Any]:
 # -- the phase ---------------------------------------------------------------------------------------------------
 
 
-def run(seconds: int = 5, rounds: int = 9, rows: int = ROWS, repeats: int = REPEATS) -> dict[str, Any]:
+def run(seconds: int = 4, rounds: int = 16, rows: int = ROWS, repeats: int = REPEATS) -> dict[str, Any]:
     return {"throughput": throughput(seconds, rounds), "search": search(rows, repeats)}
 
 
@@ -465,8 +471,8 @@ def summary(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="the request-log phase alone")
-    parser.add_argument("--seconds", type=int, default=5, help="each wrk round")
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--seconds", type=int, default=4, help="each wrk run")
+    parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--rows", type=int, default=ROWS, help="synthetic request-log rows for the search part")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="times each search is timed")
     args = parser.parse_args()
